@@ -1,0 +1,127 @@
+"""Faults, for real: SIGTERM, a SIGKILLed rank under --max-restarts, a peer that stops answering."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import torch
+
+from runner import REPO, env, read_scalars, read_summary
+from tiny import tiny
+from train import checkpoint
+
+LONG = tiny("mlp", "model.flavor=small", "train.log_every=10", steps=100000)
+
+
+def popen(args, nproc=None, extra=()):
+    head = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *extra] \
+        if nproc else [sys.executable]
+    return subprocess.Popen([*head, "-m", "train", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env(), cwd=REPO, start_new_session=True)
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def newest_step(run_dir) -> int:
+    found = checkpoint.list_checkpoints(run_dir)
+    return int(found[0].name[5:13]) if found else -1
+
+
+def worker(proc: subprocess.Popen, rank: int) -> psutil.Process | None:
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if child.environ().get("RANK") == str(rank) and "train" in child.cmdline():
+                return child
+        except psutil.Error:
+            continue
+    return None
+
+
+def test_sigterm_checkpoints_flushes_and_exits_143(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = popen(["--recipe", "mlp", "--run-dir", str(run_dir), *LONG])
+    try:
+        wait_for(lambda: (run_dir / "config.toml").exists() and list(run_dir.glob("events.*")), 60, "the run to start")
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    summary = read_summary(run_dir)
+    assert summary["stopped_by_signal"] == signal.SIGTERM and not summary["completed"]
+    assert 0 < summary["steps"] < 100000
+    assert newest_step(run_dir) == summary["steps"]  # the final checkpoint is the step it stopped at
+    assert len(read_scalars(run_dir)["train/loss"]) >= 1
+
+
+def run_to_end(run_dir, overrides, extra=()):
+    proc = popen(["--recipe", "mlp", "--run-dir", str(run_dir), *overrides], nproc=2, extra=extra)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-3000:]
+
+
+def test_sigkilled_rank_restarts_and_matches_uninterrupted_run(tmp_path):
+    overrides = tiny("mlp", "model.flavor=small", "train.ckpt_every=20", "train.log_every=50",
+                     "train.resume=auto", steps=400)
+    run_to_end(tmp_path / "whole", overrides)
+    run_dir = tmp_path / "killed"
+    proc = popen(["--recipe", "mlp", "--run-dir", str(run_dir), *overrides], nproc=2, extra=["--max-restarts=2"])
+    try:
+        wait_for(lambda: newest_step(run_dir) >= 60, 120, "a checkpoint at step 60")
+        victim = wait_for(lambda: worker(proc, 1), 10, "rank 1's process")
+        killed_at = newest_step(run_dir)
+        victim.send_signal(signal.SIGKILL)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
+    assert proc.returncode == 0, err[-3000:]
+    assert killed_at < 400
+    summary = read_summary(run_dir)
+    assert summary["completed"] and 0 < summary["start_step"] < 400  # the restarted group resumed
+    a = torch.load(checkpoint.list_checkpoints(tmp_path / "whole")[0], weights_only=True)["model"]
+    b = torch.load(checkpoint.list_checkpoints(run_dir)[0], weights_only=True)["model"]
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_peer_that_stops_answering_fails_the_job_within_the_timeout(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = popen(["--recipe", "mlp", "--run-dir", str(run_dir), *LONG, "dist.timeout_s=4"], nproc=2)
+    stopped = None
+    try:
+        wait_for(lambda: list(run_dir.glob("events.*")), 60, "the run to start")
+        time.sleep(1.0)
+        stopped = wait_for(lambda: worker(proc, 1), 10, "rank 1's process")
+        stopped.suspend()  # SIGSTOP: alive but silent, the worst kind of peer
+        t0 = time.monotonic()
+        line = ""
+        while "gradwire: error: rank 0" not in line:
+            line = proc.stderr.readline()
+            assert line or proc.poll() is None, "torchrun ended without rank 0's error"
+            assert time.monotonic() - t0 < 4 + 20, "rank 0 did not give up within timeout + margin"
+        elapsed = time.monotonic() - t0
+    finally:
+        if stopped is not None:
+            stopped.kill()
+        try:
+            proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert elapsed < 4 + 20
+    assert "all_reduce" in line or "all_gather" in line  # it says which collective it was waiting on
+    assert "dist.timeout_s=4" in line
+    assert proc.returncode != 0
+    assert len(read_scalars(run_dir)["train/loss"]) >= 1  # what was logged before the hang is on disk

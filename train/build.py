@@ -1,0 +1,117 @@
+"""Everything that can fail on user input, done before any process group starts.
+
+Data is loaded, the model built and a resume checkpoint loaded and matched against the model
+here, so a missing path, a typo'd flavor or a checkpoint of another model exits 2 at once
+instead of hanging peers at a rendezvous.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from models import build_model
+from train import checkpoint
+from train.config import RunConfig
+from train.data import Datasets, ShardedBatches, build_datasets
+from train.errors import ConfigError, UsageError
+
+RUN_MARKERS = ("config.toml", "summary.json", "checkpoints")
+
+
+@dataclass
+class Prepared:
+    cfg: RunConfig
+    data: Datasets
+    model: object
+    run_dir: Path | None  # None: rank 0 names it after init (a timestamp every rank must agree on)
+    resume: dict | None
+
+
+def holds_a_run(folder: Path) -> bool:
+    return folder.is_dir() and any((folder / m).exists() for m in RUN_MARKERS)
+
+
+def check_run_dir(folder: Path, cfg: RunConfig) -> None:
+    """Refuse to mix two runs in one folder unless asked to resume or overwrite."""
+    t = cfg.train
+    if holds_a_run(folder) and t.resume == "off" and not t.overwrite:
+        raise UsageError(f"run folder '{folder}' already holds a run (set train.resume=auto to continue it, "
+                         f"train.overwrite=true to replace it, or choose another --run-dir)")
+    try:  # really try: permission bits say little for root, read-only mounts or /proc
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise UsageError(f"run folder '{folder}' is not writable ({e.strerror or e})") from None
+
+
+def named_run_dir(cfg: RunConfig, run_dir_arg: str | None) -> Path | None:
+    if run_dir_arg:
+        return Path(run_dir_arg)
+    if cfg.train.run_name:
+        return Path("runs") / cfg.train.run_name
+    return None
+
+
+def fresh_run_dir(cfg: RunConfig) -> Path:
+    """runs/<model>-<timestamp>, made unique on this file system."""
+    base = Path("runs") / f"{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder, k = base, 1
+    while folder.exists():
+        folder, k = base.with_name(f"{base.name}-{k}"), k + 1
+    return folder
+
+
+def clear_old_run(folder: Path) -> None:
+    """train.overwrite=true: remove the previous run's outputs so dashboards don't mix two runs."""
+    shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+    for pattern in ("events.out.tfevents.*", "summary.json", "report.png", "config.toml"):
+        for path in folder.glob(pattern):
+            path.unlink()
+
+
+def load_resume(cfg: RunConfig, run_dir: Path | None, model) -> dict | None:
+    resume = cfg.train.resume
+    if resume == "off" or (resume == "auto" and run_dir is None):
+        return None
+    found = checkpoint.load_newest(run_dir) if resume == "auto" else checkpoint.load_explicit(resume)
+    if found is None:
+        return None
+    path, state = found
+    try:
+        model.load_state_dict(state["model"])  # strict: a checkpoint of another model or shape fails here
+    except (RuntimeError, KeyError) as e:
+        first = str(e).strip().splitlines()
+        raise UsageError(f"checkpoint '{path}' does not fit model {cfg.model.name}/{cfg.model.flavor} "
+                         f"({first[1].strip() if len(first) > 1 else first[0] if first else type(e).__name__})") from None
+    return state
+
+
+def prepare(cfg: RunConfig, run_dir_arg: str | None) -> Prepared:
+    data = build_datasets(cfg.data, _task_of(cfg), cfg.train.seed)
+    torch.manual_seed(cfg.train.seed)  # identical init on every rank, before any group exists
+    try:
+        model = build_model(cfg.model.name, cfg.model.flavor, data.spec, cfg.model.options)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    ShardedBatches(len(data.train), cfg.train.batch_size, 0, world, cfg.train.grad_accum, cfg.train.seed)
+    run_dir = named_run_dir(cfg, run_dir_arg)
+    if run_dir is not None:
+        check_run_dir(run_dir, cfg)
+    return Prepared(cfg, data, model, run_dir, load_resume(cfg, run_dir, model))
+
+
+def _task_of(cfg: RunConfig) -> str:
+    """The model's task (image or text), asked of the registry without building the model."""
+    from models.registry import task_of
+    try:
+        return task_of(cfg.model.name)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

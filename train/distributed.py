@@ -1,0 +1,130 @@
+"""Process-group setup and teardown: the one place that talks to torch.distributed's lifecycle.
+
+torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT; without them (`python -m train`)
+the job runs as world size 1 with no process group at all.
+"""
+from __future__ import annotations
+
+import datetime
+import gc
+import os
+import random
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from train.errors import check_choice, check_range
+
+
+@dataclass(kw_only=True)
+class DistConfig:
+    backend: str = "auto"
+    """auto (nccl when CUDA is available, else gloo) | gloo | nccl."""
+    timeout_s: float = 600.0
+    """Collective timeout: a peer that stops answering fails the job after this long."""
+    bucket_cap_mb: float = 25.0
+    """DDP gradient bucket size in MiB (DDP's own default is 25)."""
+    gradient_as_bucket_view: bool = False
+    """Let gradients alias DDP's buckets (saves a copy and memory)."""
+    static_graph: bool = False
+    """Tell DDP the graph does not change between steps."""
+    find_unused_parameters: bool = False
+    """Let DDP search for parameters that got no gradient (costs a graph walk per step)."""
+
+    def __post_init__(self):
+        check_choice("dist.backend", self.backend, ("auto", "gloo", "nccl"))
+        check_range("dist.timeout_s", self.timeout_s, 0, lo_open=True)
+        check_range("dist.bucket_cap_mb", self.bucket_cap_mb, 0, lo_open=True)
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int
+    world_size: int
+    local_rank: int
+    backend: str
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return dist.is_available() and dist.is_initialized()
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def pick_backend(requested: str) -> str:
+    """nccl only with CUDA: gloo on CUDA tensors must never be chosen by accident, nor nccl without GPUs."""
+    if requested == "auto":
+        return "nccl" if torch.cuda.is_available() else "gloo"
+    if requested == "nccl" and not torch.cuda.is_available():
+        from train.errors import ConfigError
+        raise ConfigError("dist.backend='nccl' needs CUDA, and no GPU is visible (choose from auto, gloo)")
+    return requested
+
+
+def setup(cfg: DistConfig) -> DistContext:
+    """Initialise the process group once (safe to call twice) and pick this rank's device."""
+    backend = pick_backend(cfg.backend)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if launched_by_torchrun() and not dist.is_initialized():
+        kwargs = {"device_id": device} if device.type == "cuda" else {}
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=cfg.timeout_s), **kwargs)
+    if dist.is_initialized():
+        return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, backend, device)
+    return DistContext(0, 1, 0, backend, device)
+
+
+def seed_everything(seed: int, rank: int) -> None:
+    """Same model init on every rank (DDP broadcasts rank 0's anyway); per-rank streams for dropout."""
+    torch.manual_seed(seed)
+    random.seed(seed + rank)
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def teardown(*holders: object) -> None:
+    """Destroy the process group safely; idempotent.
+
+    gloo can abort at exit (SIGABRT, "terminate called without an active exception") when DDP's
+    reducer outlives the group: callers drop their DDP modules and optimizers first (pass nothing
+    that still holds them), we collect garbage, meet at a barrier, and only then destroy.
+    """
+    del holders
+    gc.collect()
+    if dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
+
+
+def gather_floats(values: list[float], device: torch.device) -> list[list[float]]:
+    """Every rank's small vector of floats, on every rank: the one collective of a log step."""
+    local = torch.tensor(values, dtype=torch.float64, device=device)
+    if not dist.is_initialized():
+        return [local.tolist()]
+    out = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, local)
+    return [t.tolist() for t in out]
+
+
+def gather_objects(obj: object) -> list:
+    """Every rank's picklable object (RNG states for checkpoints); rare, so the cost is fine."""
+    if not dist.is_initialized():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out

@@ -1,0 +1,77 @@
+"""One run's lifecycle once the input is known to be good: group, folder, trainer, outputs."""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import torch.distributed as dist
+
+from train.build import Prepared, clear_old_run, fresh_run_dir
+from train.comm.report import network_layout, summary_table, write_png
+from train.config import to_toml
+from train.distributed import DistContext, seed_everything, setup, teardown
+from train.loop import Trainer
+from train.metrics import NullSink, TensorBoardSink, write_json_atomically
+from train.signals import StopRequest
+
+
+def agree_on_run_dir(prepared: Prepared, ctx: DistContext) -> Path:
+    """Rank 0 names a fresh folder; every rank must write checkpoints and read them from the same one."""
+    if prepared.run_dir is not None:
+        return prepared.run_dir
+    name = [str(fresh_run_dir(prepared.cfg)) if ctx.is_main else None]
+    if ctx.distributed:
+        dist.broadcast_object_list(name, src=0)
+    return Path(name[0])
+
+
+def open_run_dir(prepared: Prepared, run_dir: Path) -> None:
+    """Rank 0 only. Files get the user's umask: nothing here is made world-writable."""
+    fresh = prepared.cfg.train.overwrite and prepared.resume is None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        clear_old_run(run_dir)
+    (run_dir / "config.toml").write_text(to_toml(prepared.cfg))
+
+
+def run(prepared: Prepared, debug: bool = False) -> int:
+    cfg = prepared.cfg
+    stop = StopRequest().install()
+    ctx = setup(cfg.dist)
+    seed_everything(cfg.train.seed, ctx.rank)
+    run_dir = agree_on_run_dir(prepared, ctx)
+    sink = NullSink()
+    if ctx.is_main:
+        open_run_dir(prepared, run_dir)
+        sink = TensorBoardSink(run_dir)
+        sink.custom_layout(network_layout())
+    trainer = None
+    try:
+        trainer = Trainer(cfg, ctx, prepared.model, prepared.data, run_dir, sink, prepared.resume, stop)
+        summary = trainer.run()
+        if ctx.is_main:
+            summary["run_dir"] = str(run_dir)
+            summary["stopped_by_signal"] = stop.signum
+            write_json_atomically(run_dir / "summary.json", summary)
+            write_png(trainer.comm.steps, run_dir / "report.png")
+            print(summary_table(summary), flush=True)
+            print(f"run folder: {run_dir}", flush=True)
+    except Exception as e:  # a dead peer, a timed-out collective: say which, flush, exit non-zero
+        sink.close()
+        if debug:
+            traceback.print_exc()
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        where = f" during {trainer.phase}" if trainer is not None else ""
+        print(f"gradwire: error: rank {ctx.rank}{where} (dist.timeout_s={cfg.dist.timeout_s:g}): "
+              f"{type(e).__name__}: {first[:500]}", file=sys.stderr, flush=True)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        # No teardown: a barrier with a dead peer would hang for another timeout. Leave at once.
+        os._exit(1)
+    sink.close()
+    trainer.close()
+    del trainer
+    teardown()
+    return stop.exit_code
