@@ -45,6 +45,8 @@ class TrainConfig:
     """fp32 | bf16 (autocast) | fp16 (autocast with a grad scaler)."""
     compile: bool = False
     """Wrap the model in torch.compile."""
+    peak_tflops: float = 0.0
+    """Per-device peak for MFU; 0 = look the device up (train/perf.py), no MFU if unknown."""
     log_every: int = 10
     """Steps between metric logs (console, TensorBoard, cross-rank summary)."""
     eval_every: int = 0
@@ -68,6 +70,7 @@ class TrainConfig:
         check_range("train.grad_accum", self.grad_accum, 1)
         check_choice("train.precision", self.precision, ("fp32", "bf16", "fp16"))
         check_range("train.log_every", self.log_every, 1)
+        check_range("train.peak_tflops", self.peak_tflops, 0)
         check_range("train.eval_every", self.eval_every, 0)
         check_range("train.eval_batches", self.eval_batches, 1)
         check_range("train.ckpt_every", self.ckpt_every, 0)

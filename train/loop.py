@@ -23,6 +23,7 @@ from train.data import Datasets, ShardedBatches
 from train.distributed import DistContext, gather_floats, gather_objects
 from train.metrics import NullSink, Progress
 from train.optim import build_optimizer, build_scheduler
+from train.perf import device_name, memory_figures, mfu_pct, peak_tflops
 from train.signals import StopRequest
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -165,11 +166,17 @@ class Trainer:
         items_per_s = window[-1]["items"] * self.ctx.world_size / (step_ms / 1e3)
         values = {"train/loss": mean_loss, "train/lr": self.scheduler.get_last_lr()[0],
                   "train/grad_norm": grad_norm, f"throughput/{self.model.unit}_per_s": items_per_s}
+        values["perf/mfu_pct"] = self.mfu(items_per_s)
+        values.update(memory_figures(self.ctx.device))
         values.update(self.comm.window_scalars(window))
         values.update(rank_figures([r[1:] for r in rows]))
         self.sink.scalars(step, values)
         self.comm.log_extras(self.sink, step)
         progress.line(step, mean_loss, items_per_s, step_ms)
+
+    def mfu(self, items_per_s: float) -> float | None:
+        peak = peak_tflops(self.ctx.device, self.cfg.train.peak_tflops)
+        return mfu_pct(self.model.flops_per_item(), items_per_s, self.ctx.world_size, peak)
 
     @torch.no_grad()
     def _eval(self, step: int) -> None:
@@ -208,6 +215,9 @@ class Trainer:
                "first_loss": h.first_loss, "final_loss": h.final_loss, "eval_loss": h.eval_loss,
                "time": {"step_ms_median": step_ms},
                "throughput": {f"{self.model.unit}_per_s": items / (step_ms / 1e3) if step_ms else None},
+               "mfu_pct": self.mfu(items / (step_ms / 1e3)) if step_ms else None,
+               "device_name": device_name(self.ctx.device), "precision": t.precision,
+               "memory": {k.split("/")[1]: v for k, v in memory_figures(self.ctx.device).items()},
                "config": to_dict(self.cfg)}
         out.update(self.comm.summary())
         return out

@@ -1,0 +1,114 @@
+"""The alpha-beta cost model of a collective, and link rates.
+
+time(bytes) = alpha + beta x bytes for one collective at a fixed world size and link. To move
+to another world size n and link rate R, a ring algorithm is assumed: each rank's bottleneck
+link carries busbw_factor(op, n) x bytes (2(n-1)/n for all_reduce), and the ring takes 2(n-1)
+latency hops for all_reduce ((n-1) for the gathers and scatters, 1 for broadcast). No
+in-network reduction, no hierarchy: the bottleneck link per rank sets the pace.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from train.comm.busbw import busbw_factor
+from train.errors import UsageError
+
+RATE_UNITS = {"": 1.0, "bit": 1.0, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "tbit": 1e12}
+RATE_FORMS = "a number of bit/s, or a number with kbit, mbit, gbit or tbit (e.g. 100gbit, 200mbit, 25Gbit/s)"
+
+
+def parse_rate(text: str) -> float:
+    """'100gbit' | '200mbit' | '25Gbit/s' | '1e9' -> bits per second (decimal, as tc and vendors count)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kmgt]?bit)?(?:/s|ps)?\s*", str(text), re.I)
+    if not m:
+        raise UsageError(f"link rate {text!r} is not understood (use {RATE_FORMS})")
+    value = float(m.group(1)) * RATE_UNITS[(m.group(2) or "").lower()]
+    if value <= 0:
+        raise UsageError(f"link rate {text!r} must be positive")
+    return value
+
+
+def hops(op: str, world: int) -> int:
+    """Latency steps of the ring algorithm."""
+    if world <= 1:
+        return 0
+    return {"all_reduce": 2 * (world - 1), "broadcast": 1, "reduce": 1}.get(op, world - 1)
+
+
+@dataclass
+class AlphaBeta:
+    alpha_s: float     # fixed cost per collective, seconds
+    beta_s_per_byte: float
+
+    def predict(self, num_bytes: float) -> float:
+        return self.alpha_s + self.beta_s_per_byte * num_bytes
+
+
+def fit_alpha_beta(sizes: list[float], times: list[float]) -> AlphaBeta:
+    """Least squares on relative error (each point weighted 1/t), so small sizes count as much as
+    large ones; alpha is clamped at 0 (a negative latency is a fit artefact)."""
+    if len(sizes) < 2 or len(sizes) != len(times):
+        raise ValueError("need at least two (size, time) points")
+    w = [1.0 / t for t in times]
+    # minimise sum w^2 (a + b x - t)^2: the 2x2 normal equations
+    sw = sum(wi * wi for wi in w)
+    sx = sum(wi * wi * x for wi, x in zip(w, sizes))
+    sxx = sum(wi * wi * x * x for wi, x in zip(w, sizes))
+    st = sum(wi * wi * t for wi, t in zip(w, times))
+    sxt = sum(wi * wi * x * t for wi, x, t in zip(w, sizes, times))
+    det = sw * sxx - sx * sx
+    if det == 0:
+        raise ValueError("sizes must differ")
+    a = (st * sxx - sx * sxt) / det
+    b = (sw * sxt - sx * st) / det
+    if a < 0:  # refit the slope through the origin
+        a, b = 0.0, sxt / sxx
+    return AlphaBeta(a, b)
+
+
+@dataclass
+class Link:
+    """A rank's bottleneck link: its nominal rate, the share of it a collective achieves, and the
+    latency of one ring hop."""
+    rate_bit_s: float
+    efficiency: float = 1.0
+    hop_latency_s: float = 20e-6
+
+    def collective_time(self, op: str, num_bytes: float, world: int) -> float:
+        if world <= 1:
+            return 0.0
+        wire_bytes = busbw_factor(op, world) * num_bytes
+        return hops(op, world) * self.hop_latency_s + wire_bytes * 8 / (self.rate_bit_s * self.efficiency)
+
+
+def load_calibration(path: str | Path) -> dict:
+    """From a sweep JSON: the all_reduce fit's hop latency and its efficiency relative to the
+    link it ran on (if the sweep recorded one). What transfers to another link honestly is the
+    fraction of the line rate a collective achieves and the per-hop software latency; the
+    absolute bandwidth does not."""
+    try:
+        sweep = json.loads(Path(path).read_text())
+        fit = sweep["fits"]["all_reduce"]
+        world = int(sweep["world_size"])
+    except OSError as e:
+        raise UsageError(f"--calibration {str(path)!r} cannot be read ({e.strerror})") from None
+    except (ValueError, KeyError, TypeError):
+        raise UsageError(f"--calibration {str(path)!r} is not a sweep JSON with an all_reduce fit "
+                         f"(make one with: torchrun ... -m train.comm.sweep --json PATH)") from None
+    hop = fit["alpha_us"] * 1e-6 / max(1, hops("all_reduce", world))
+    out = {"hop_latency_s": hop, "source": str(path)}
+    link = sweep.get("link_bit_s")
+    if link:
+        out["efficiency"] = min(1.0, fit["busbw_gbit_s_fit"] * 1e9 / link)
+    return out
+
+
+def format_rate(bit_s: float) -> str:
+    for unit, scale in (("Tbit/s", 1e12), ("Gbit/s", 1e9), ("Mbit/s", 1e6)):
+        if bit_s >= scale:
+            return f"{bit_s / scale:.3g} {unit}"
+    return f"{bit_s:.3g} bit/s" if not math.isinf(bit_s) else "inf"
