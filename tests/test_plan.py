@@ -1,0 +1,114 @@
+"""Alpha-beta fit, link rates, the planner's replay (by hand), the rate search, planner errors."""
+import json
+import random
+
+import pytest
+
+from runner import python_m
+from train.comm.costmodel import Link, fit_alpha_beta, hops, parse_rate
+from train.comm.replay import predict, replay_step, required_rate
+from train.errors import UsageError
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.02])
+def test_fit_recovers_alpha_and_beta(noise):
+    alpha, beta = 250e-6, 8e-9  # 250 us, 1 Gbit/s
+    rng = random.Random(0)
+    sizes = [2 ** k for k in range(10, 25)]
+    times = [(alpha + beta * s) * (1 + rng.uniform(-noise, noise)) for s in sizes]
+    ab = fit_alpha_beta(sizes, times)
+    assert ab.alpha_s == pytest.approx(alpha, rel=0.05 + 2 * noise)
+    assert ab.beta_s_per_byte == pytest.approx(beta, rel=0.01 + noise)
+
+
+@pytest.mark.parametrize("text, bits", [("100gbit", 100e9), ("200mbit", 200e6), ("25Gbit/s", 25e9),
+                                        ("1e9", 1e9), ("512kbit", 512e3), ("1.5Gbit", 1.5e9)])
+def test_rates_parse(text, bits):
+    assert parse_rate(text) == pytest.approx(bits)
+
+
+@pytest.mark.parametrize("text", ["fast", "10qbit", "-3gbit", "0", ""])
+def test_bad_rates_are_refused(text):
+    with pytest.raises(UsageError, match="link rate"):
+        parse_rate(text)
+
+
+def test_collective_time_uses_the_ring_factor_and_hops():
+    link = Link(8e9, efficiency=1.0, hop_latency_s=0.0)  # 1 GB/s
+    assert link.collective_time("all_reduce", 1e9, 2) == pytest.approx(1.0)  # 2(n-1)/n = 1
+    assert link.collective_time("all_reduce", 1e9, 64) == pytest.approx(126 / 64)
+    assert hops("all_reduce", 4) == 6
+    assert Link(8e9, 1.0, 1e-3).collective_time("all_reduce", 0, 4) == pytest.approx(6e-3)
+
+
+TIMELINE = {"step": 5, "step_ms": 20.0, "exposed_ms": 1.0, "compute_end_ms": 10.0,
+            "buckets": [{"index": 0, "sent_bytes": 1_000_000, "ready_ms": 2.0},
+                        {"index": 1, "sent_bytes": 2_000_000, "ready_ms": 3.0},
+                        {"index": 2, "sent_bytes": 1_000_000, "ready_ms": 10.0}]}
+
+
+def test_replay_matches_a_hand_computation():
+    # World 2, 1 GB/s link, no latency: a bucket of B bytes takes B / 1e9 s = B / 1e6 ms.
+    link = Link(8e9, 1.0, 0.0)
+    got = replay_step(TIMELINE, 2, link)
+    # bucket 0: 2.0 -> 3.0; bucket 1: max(3.0, 3.0) -> 5.0; bucket 2: max(10.0, 5.0) -> 11.0
+    assert got["comm_ms"] == pytest.approx(11.0 - 2.0)
+    assert got["exposed_ms"] == pytest.approx(11.0 - 10.0)
+    assert got["step_ms"] == pytest.approx(20.0 - 1.0 + 1.0)
+    # At 0.25 GB/s: 2 -> 6; 6 -> 14; 14 -> 18: exposed 8 ms, step 27 ms
+    slow = replay_step(TIMELINE, 2, Link(2e9, 1.0, 0.0))
+    assert slow["exposed_ms"] == pytest.approx(8.0) and slow["step_ms"] == pytest.approx(27.0)
+    assert slow["scaling_efficiency"] == pytest.approx(19.0 / 27.0)
+
+
+def test_required_rate_is_monotone_and_meets_its_target():
+    link = Link(1e9, 0.94, 5e-6)
+    answers = [required_rate([TIMELINE], 16, link, t) for t in (0.02, 0.05, 0.1, 0.2)]
+    assert all(a >= b for a, b in zip(answers, answers[1:]))
+    for target, rate in zip((0.02, 0.05, 0.1, 0.2), answers):
+        at = lambda r: predict([TIMELINE], 16, Link(r, 0.94, 5e-6))["exposed_pct"]  # noqa: E731
+        assert at(rate) <= 100 * target < at(0.9 * rate)
+
+
+def summary_file(tmp_path, comm):
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps({"world_size": 2, "model": {"name": "mlp"}, "comm": comm}))
+    return str(path)
+
+
+def test_planner_json_from_a_run(tmp_path):
+    done = python_m(["train.comm.plan", summary_file(tmp_path, {"hook": "allreduce", "timelines": [TIMELINE]}),
+                     "--world", "8", "--json", "--hop-latency-us", "0", "--efficiency", "1"])
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert [r["link_gbit_s"] for r in result["rates"]] == [1, 10, 25, 100, 200, 400, 800]
+    assert result["inputs"]["world"] == 8 and result["required"]["link_gbit_s"] > 0
+    assert any("ring" in a for a in result["assumptions"])
+
+
+def test_planner_from_a_model_description():
+    done = python_m(["train.comm.plan", "--model", "transformer", "--flavor", "gpt2-small", "--world", "64",
+                     "--link", "400gbit", "--compute-ms", "300", "--json"])
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert 120e6 < result["inputs"]["params"] < 130e6
+    assert len(result["rates"]) == 1 and result["rates"][0]["exposed_pct"] >= 0
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["/nonexistent/summary.json"], "does not exist"),
+    (["NOTIMELINES"], "has no comm.timelines"),
+    (["GOOD", "--link", "10qbit"], "link rate '10qbit'"),
+    (["GOOD", "--world", "0"], "--world 0 must be >= 1"),
+    (["--model", "mpl"], "did you mean 'mlp'"),
+    ([], "give a run's summary.json"),
+])
+def test_planner_errors_are_one_line_exit_2(tmp_path, args, fragment):
+    good = summary_file(tmp_path, {"hook": "allreduce", "timelines": [TIMELINE]})
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    none = summary_file(bad, {"hook": "none", "measured": False})
+    args = [good if a == "GOOD" else none if a == "NOTIMELINES" else a for a in args]
+    done = python_m(["train.comm.plan", *args])
+    assert done.returncode == 2
+    assert fragment in done.stderr and len(done.stderr.strip().splitlines()) == 1
