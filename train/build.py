@@ -19,6 +19,7 @@ from models import build_model
 from train import checkpoint
 from train.config import RunConfig
 from train.data import Datasets, ShardedBatches, build_datasets
+from train.distributed import pick_backend
 from train.errors import ConfigError, UsageError
 
 RUN_MARKERS = ("config.toml", "summary.json", "checkpoints")
@@ -94,6 +95,7 @@ def load_resume(cfg: RunConfig, run_dir: Path | None, model) -> dict | None:
 
 
 def prepare(cfg: RunConfig, run_dir_arg: str | None) -> Prepared:
+    pick_backend(cfg.dist.backend)  # nccl without a GPU fails here, not at the rendezvous
     data = build_datasets(cfg.data, _task_of(cfg), cfg.train.seed)
     torch.manual_seed(cfg.train.seed)  # identical init on every rank, before any group exists
     try:

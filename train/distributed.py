@@ -76,6 +76,9 @@ def setup(cfg: DistConfig) -> DistContext:
     device = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
+        # TF32 tensor cores for fp32 matmuls and convolutions: ~8x the fp32 rate on Ampere and later.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     if launched_by_torchrun() and not dist.is_initialized():
         kwargs = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=cfg.timeout_s), **kwargs)

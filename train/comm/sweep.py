@@ -48,6 +48,8 @@ def parse_args(argv):
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     p.add_argument("--backend", default="auto", choices=("auto", "gloo", "nccl"))
+    p.add_argument("--fit-min-bytes", default="0", help="fit alpha-beta only on sizes from here up "
+                   "(a shaper's burst bucket passes small messages at line speed)")
     p.add_argument("--link", help="nominal rate of the link under test (e.g. 100mbit): recorded for calibration")
     p.add_argument("--json", help="write results and fits here")
     p.add_argument("--tb-dir", help="write TensorBoard scalars here")
@@ -57,6 +59,7 @@ def parse_args(argv):
     for op in args.op_list:
         check_choice("--ops", op, OPS)
     args.min_b, args.max_b = parse_size(args.min_bytes), parse_size(args.max_bytes)
+    args.fit_min_b = parse_size(args.fit_min_bytes) if args.fit_min_bytes != "0" else 0
     if args.min_b > args.max_b:
         raise UsageError(f"--min-bytes {args.min_bytes} is larger than --max-bytes {args.max_bytes}")
     if args.factor <= 1:
@@ -112,10 +115,10 @@ def measure(args, ctx) -> list[dict]:
     return rows
 
 
-def fits(rows: list[dict], world: int) -> dict:
+def fits(rows: list[dict], world: int, min_bytes: int = 0) -> dict:
     out = {}
     for op in dict.fromkeys(r["op"] for r in rows):
-        mine = [r for r in rows if r["op"] == op]
+        mine = [r for r in rows if r["op"] == op and r["bytes"] >= min_bytes]
         if len(mine) < 2:
             continue
         ab = fit_alpha_beta([r["bytes"] for r in mine], [r["time_us"] * 1e-6 for r in mine])
@@ -155,7 +158,7 @@ def main(argv=None) -> int:
         import tempfile
         dist.init_process_group(ctx.backend, init_method=f"file://{tempfile.mktemp()}", rank=0, world_size=1)
     rows = measure(args, ctx)
-    fitted = fits(rows, ctx.world_size)
+    fitted = fits(rows, ctx.world_size, args.fit_min_b)
     if ctx.is_main:
         print_table(rows, fitted, f"# gradwire sweep: {ctx.backend}, world {ctx.world_size}, {args.dtype}, "
                                   f"{args.iters} iters after {args.warmup} warm-up")
