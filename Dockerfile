@@ -2,6 +2,8 @@
 # and gloo on CPU hosts; torch brings its own CUDA libraries from the package index.
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 
+# Distribution packages float with the base image's release; the base image tag is the pin.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv python3-pip iproute2 \
     && rm -rf /var/lib/apt/lists/*

@@ -112,3 +112,36 @@ def test_planner_errors_are_one_line_exit_2(tmp_path, args, fragment):
     done = python_m(["train.comm.plan", *args])
     assert done.returncode == 2
     assert fragment in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def sweep_json(tmp_path, name, link_bit_s, busbw_gbit_s, alpha_us=100.0):
+    path = tmp_path / name
+    path.write_text(json.dumps({"world_size": 2, "link_bit_s": link_bit_s, "results": [],
+                                "fits": {"all_reduce": {"alpha_us": alpha_us, "busbw_gbit_s_fit": busbw_gbit_s}}}))
+    return path
+
+
+def test_calibration_tells_link_from_host(tmp_path):
+    from train.comm.costmodel import load_calibration
+    slow = sweep_json(tmp_path, "slow.json", 100e6, 0.095, alpha_us=200.0)   # 95% of a 100 Mbit/s link
+    fast = sweep_json(tmp_path, "fast.json", 10e9, 2.5)                      # 25% of 10 Gbit/s: the host
+    cal = load_calibration([slow, fast])
+    assert cal["efficiency"] == pytest.approx(0.95)
+    assert cal["hop_latency_s"] == pytest.approx(100e-6)  # 200 us over the 2 hops of a 2-rank ring
+    assert cal["host_bit_s"] == pytest.approx(2.5e9)
+    link = Link(100e9, cal["efficiency"], 0.0, cal["host_bit_s"])
+    assert link.collective_time("all_reduce", 1e9, 2) == pytest.approx(8 / 2.5)  # the host, not the link
+    with pytest.raises(UsageError, match="not a sweep JSON"):
+        load_calibration([tmp_path / "slow.json", TIMELINE_FILE(tmp_path)])
+
+
+def TIMELINE_FILE(tmp_path):
+    path = tmp_path / "not-a-sweep.json"
+    path.write_text(json.dumps(TIMELINE))
+    return path
+
+
+def test_a_host_ceiling_makes_some_targets_unreachable():
+    capped = Link(1e9, 1.0, 0.0, host_bit_s=0.5e9)
+    assert required_rate([TIMELINE], 2, capped, 0.01) is None  # exposed can't drop below the host's pace
+    assert required_rate([TIMELINE], 2, Link(1e9, 1.0, 0.0), 0.01) is not None

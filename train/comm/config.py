@@ -12,6 +12,8 @@ HOOKS = ("allreduce", "fp16", "bf16", "powersgd", "none")
 class CommConfig:
     hook: str = "allreduce"
     """DDP comm hook the recorder wraps: allreduce | fp16 | bf16 | powersgd | none (plain DDP, no figures)."""
+    record: bool = True
+    """Measure the hook's buckets; false registers the same hook bare (to price the measurement itself)."""
     powersgd_rank: int = 2
     """PowerSGD matrix approximation rank."""
     powersgd_start_iter: int = 2

@@ -72,38 +72,57 @@ def fit_alpha_beta(sizes: list[float], times: list[float]) -> AlphaBeta:
 
 @dataclass
 class Link:
-    """A rank's bottleneck link: its nominal rate, the share of it a collective achieves, and the
-    latency of one ring hop."""
+    """A rank's bottleneck link: its nominal rate, the share of it a collective achieves, the
+    latency of one ring hop, and the most the host's stack can push through any link (CPU
+    copies, TCP): a collective moves bytes at the smaller of rate x efficiency and that ceiling."""
     rate_bit_s: float
     efficiency: float = 1.0
     hop_latency_s: float = 5e-6  # a typical NCCL ring step on a modern fabric; calibrate for yours
+    host_bit_s: float = math.inf
+
+    def effective_bit_s(self) -> float:
+        return min(self.rate_bit_s * self.efficiency, self.host_bit_s)
 
     def collective_time(self, op: str, num_bytes: float, world: int) -> float:
         if world <= 1:
             return 0.0
         wire_bytes = busbw_factor(op, world) * num_bytes
-        return hops(op, world) * self.hop_latency_s + wire_bytes * 8 / (self.rate_bit_s * self.efficiency)
+        return hops(op, world) * self.hop_latency_s + wire_bytes * 8 / self.effective_bit_s()
+
+    def at_rate(self, rate_bit_s: float) -> "Link":
+        return Link(rate_bit_s, self.efficiency, self.hop_latency_s, self.host_bit_s)
 
 
-def load_calibration(path: str | Path) -> dict:
-    """From a sweep JSON: the all_reduce fit's hop latency and its efficiency relative to the
-    link it ran on (if the sweep recorded one). What transfers to another link honestly is the
-    fraction of the line rate a collective achieves and the per-hop software latency; the
-    absolute bandwidth does not."""
-    try:
-        sweep = json.loads(Path(path).read_text())
-        fit = sweep["fits"]["all_reduce"]
-        world = int(sweep["world_size"])
-    except OSError as e:
-        raise UsageError(f"--calibration {str(path)!r} cannot be read ({e.strerror})") from None
-    except (ValueError, KeyError, TypeError):
-        raise UsageError(f"--calibration {str(path)!r} is not a sweep JSON with an all_reduce fit "
-                         f"(make one with: torchrun ... -m train.comm.sweep --json PATH)") from None
-    hop = fit["alpha_us"] * 1e-6 / max(1, hops("all_reduce", world))
-    out = {"hop_latency_s": hop, "source": str(path)}
-    link = sweep.get("link_bit_s")
-    if link:
-        out["efficiency"] = min(1.0, fit["busbw_gbit_s_fit"] * 1e9 / link)
+LINK_BOUND = 0.8  # a sweep reaching >= 80% of its link's rate measured the link, else the host
+
+
+def load_calibration(paths: list) -> dict:
+    """From sweep JSONs (train.comm.sweep --link RATE --json PATH): what transfers to another link.
+
+    A sweep whose all_reduce fit reached most of the link it ran on measured the link: its
+    busbw / rate is the efficiency a collective achieves, and alpha / hops the per-hop latency.
+    A sweep far below its link (or on an unshaped one) measured the host instead: its bus rate
+    is the host's ceiling, whatever the link. The absolute bandwidth itself never transfers."""
+    out: dict = {"sources": []}
+    for path in paths:
+        try:
+            sweep = json.loads(Path(path).read_text())
+            fit = sweep["fits"]["all_reduce"]
+            world = int(sweep["world_size"])
+            bus = fit["busbw_gbit_s_fit"] * 1e9
+        except OSError as e:
+            raise UsageError(f"--calibration {str(path)!r} cannot be read ({e.strerror})") from None
+        except (ValueError, KeyError, TypeError):
+            raise UsageError(f"--calibration {str(path)!r} is not a sweep JSON with an all_reduce fit "
+                             f"(make one with: torchrun ... -m train.comm.sweep --link RATE --json PATH)") from None
+        link = sweep.get("link_bit_s")
+        hop = fit["alpha_us"] * 1e-6 / max(1, hops("all_reduce", world))
+        if link and bus >= LINK_BOUND * link:
+            out.update(efficiency=min(1.0, bus / link), hop_latency_s=hop)
+        else:
+            out["host_bit_s"] = min(out.get("host_bit_s", math.inf), bus)
+            out.setdefault("hop_latency_s", hop)
+        out["sources"].append(str(path))
     return out
 
 

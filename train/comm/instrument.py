@@ -31,7 +31,7 @@ def _median(values):
 class Instrumentation:
     def __init__(self, cfg: CommConfig, ctx, model):
         self.cfg, self.ctx = cfg, ctx
-        self.enabled = ctx.distributed and cfg.hook != "none"
+        self.enabled = ctx.distributed and cfg.hook != "none" and cfg.record
         self.factor = busbw_factor("all_reduce", ctx.world_size)
         self.recorder = self.wire = self.ddp = None
         self.steps: list[dict] = []  # every step's figures, for the summary and the report
@@ -40,6 +40,8 @@ class Instrumentation:
 
     def attach(self, ddp) -> None:
         if not self.enabled:
+            if self.cfg.hook != "none" and not self.cfg.record:
+                ddp.register_comm_hook(*build_hook(self.cfg))  # the same hook, unmeasured
             return
         state, hook = build_hook(self.cfg)
         self.recorder = BucketRecorder(state, hook, clock_for(self.ctx.device))
@@ -121,7 +123,8 @@ class Instrumentation:
 
     def summary(self) -> dict:
         if self.recorder is None:
-            why = "comm.hook=none" if self.cfg.hook == "none" else "world size 1: nothing to communicate"
+            why = ("comm.hook=none" if self.cfg.hook == "none" else "comm.record=false" if not self.cfg.record
+                   else "world size 1: nothing to communicate")
             return {"comm": {"hook": self.cfg.hook, "measured": False, "why": why}}
         s = self.steady()
         med = lambda tag: _median(f.get(tag) for f in s)  # noqa: E731

@@ -22,6 +22,7 @@ ASSUMPTIONS = [
     "the bottleneck is each rank's own link (full bisection behind it, no in-network reduction, no hierarchy)",
     "buckets are reduced in the order they become ready, one at a time on one channel",
     "compute time is what was measured (or derived from FLOPs); only communication changes",
+    "bytes move at the smaller of link rate x efficiency and the hosts' own ceiling (if calibrated)",
 ]
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
@@ -32,7 +33,9 @@ def parse_args(argv):
     p.add_argument("--world", type=int, help="target world size (default: the run's, or 8)")
     p.add_argument("--link", help="one link rate to evaluate (e.g. 100gbit); default: a table of standard rates")
     p.add_argument("--target-exposed", type=float, default=0.05, help="exposed comm budget as a fraction of the step")
-    p.add_argument("--calibration", help="sweep JSON: per-hop latency and link efficiency")
+    p.add_argument("--calibration", action="append", default=[],
+                   help="sweep JSON (repeatable): link efficiency and hop latency, or the host's ceiling")
+    p.add_argument("--host-gbit", type=float, help="most the hosts can push through any link, Gbit/s")
     p.add_argument("--efficiency", type=float, help="share of the line rate a collective achieves (default 1.0)")
     p.add_argument("--hop-latency-us", type=float, help="latency per ring hop (default 5 us)")
     p.add_argument("--model", help="describe instead of a run: model name (with --flavor)")
@@ -101,15 +104,18 @@ def from_description(args) -> tuple[list[dict], dict]:
 
 
 def build_link(args) -> Link:
-    link = Link(1e9)  # rate is replaced per row; efficiency and hop latency carry over
+    link = Link(1e9)  # the rate is replaced per row; efficiency, latency and host ceiling carry over
     if args.calibration:
         cal = load_calibration(args.calibration)
         link.hop_latency_s = cal["hop_latency_s"]
         link.efficiency = cal.get("efficiency", link.efficiency)
+        link.host_bit_s = cal.get("host_bit_s", link.host_bit_s)
     if args.efficiency is not None:
         link.efficiency = args.efficiency
     if args.hop_latency_us is not None:
         link.hop_latency_s = args.hop_latency_us * 1e-6
+    if args.host_gbit is not None:
+        link.host_bit_s = args.host_gbit * 1e9
     return link
 
 
@@ -120,10 +126,11 @@ def plan(args) -> dict:
     rates = [parse_rate(args.link)] if args.link else [g * 1e9 for g in STANDARD_RATES_GBIT]
     rows = []
     for rate in rates:
-        row = predict(timelines, world, Link(rate, base.efficiency, base.hop_latency_s))
+        row = predict(timelines, world, base.at_rate(rate))
         rows.append({"link_gbit_s": rate / 1e9, **row})
     need = required_rate(timelines, world, base, args.target_exposed)
     inputs.update({"world": world, "efficiency": base.efficiency, "hop_latency_us": base.hop_latency_s * 1e6,
+                   "host_gbit_s": base.host_bit_s / 1e9 if base.host_bit_s != float("inf") else None,
                    "timelines": len(timelines)})
     return {"inputs": inputs, "assumptions": ASSUMPTIONS, "rates": rows,
             "required": {"target_exposed": args.target_exposed, "link_gbit_s": need / 1e9 if need else None}}
@@ -131,14 +138,16 @@ def plan(args) -> dict:
 
 def print_plan(result: dict) -> None:
     i = result["inputs"]
+    host = f", host ceiling {i['host_gbit_s']:.2f} Gbit/s" if i.get("host_gbit_s") else ""
     print(f"# gradwire plan: {i.get('model')} at world {i['world']} ({i['source']}, hook {i.get('hook')}, "
-          f"link efficiency {i['efficiency']:.2f}, {i['hop_latency_us']:.1f} us per hop)")
+          f"link efficiency {i['efficiency']:.2f}, {i['hop_latency_us']:.1f} us per hop{host})")
     print(f"{'link':>12} {'comm ms':>10} {'exposed ms':>11} {'step ms':>10} {'exposed %':>10} {'scaling eff':>12}")
     for r in result["rates"]:
         print(f"{format_rate(r['link_gbit_s'] * 1e9):>12} {r['comm_ms']:>10.2f} {r['exposed_ms']:>11.2f} "
               f"{r['step_ms']:>10.2f} {r['exposed_pct']:>10.1f} {r['scaling_efficiency']:>12.3f}")
     req = result["required"]
-    need = format_rate(req["link_gbit_s"] * 1e9) if req["link_gbit_s"] else "none (latency-bound: no rate is enough)"
+    need = format_rate(req["link_gbit_s"] * 1e9) if req["link_gbit_s"] else \
+        "none (latency- or host-bound: no link rate is enough)"
     print(f"\nsmallest link for exposed comm <= {100 * req['target_exposed']:.0f}% of the step: {need}")
     print("assumptions: " + "; ".join(result["assumptions"]))
 

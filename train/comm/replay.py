@@ -41,11 +41,10 @@ def predict(timelines: list[dict], world: int, link: Link) -> dict:
 def required_rate(timelines: list[dict], world: int, link: Link, target: float,
                   lo: float = 1e6, hi: float = 1e15) -> float | None:
     """Smallest rate (bit/s) whose exposed comm is <= target x step; None if even `hi` misses it
-    (then latency, not bandwidth, is the limit). Exposed comm never grows with the rate, so a
+    (then latency or the host's own ceiling, not the link, is the limit). Exposed comm never grows with the rate, so a
     bisection on the log of the rate finds the edge."""
     def meets(rate: float) -> bool:
-        at = Link(rate, link.efficiency, link.hop_latency_s)
-        return predict(timelines, world, at)["exposed_pct"] <= 100 * target
+        return predict(timelines, world, link.at_rate(rate))["exposed_pct"] <= 100 * target
     if not meets(hi):
         return None
     if meets(lo):
