@@ -28,8 +28,8 @@ def powersgd_bytes(model, rank: int) -> int:
     return total * 4
 
 
-def figures_worker(rank, world, recipe, hook, out):
-    overrides = tiny(recipe, f"comm.hook={hook}", "comm.powersgd_rank=2", "comm.powersgd_start_iter=2")
+def figures_worker(rank, world, recipe, hook, out, extra=()):
+    overrides = tiny(recipe, f"comm.hook={hook}", "comm.powersgd_rank=2", "comm.powersgd_start_iter=2", *extra)
     trainer = make_trainer(recipe, overrides)
     figures = []
     for step in range(STEPS):
@@ -42,9 +42,9 @@ def figures_worker(rank, world, recipe, hook, out):
         torch.save(result, out)
 
 
-def run_figures(tmp_path, recipe, hook):
+def run_figures(tmp_path, recipe, hook, extra=()):
     out = tmp_path / f"{recipe}-{hook}.pt"
-    run_ranks(figures_worker, 2, tmp_path, recipe, hook, str(out))
+    run_ranks(figures_worker, 2, tmp_path, recipe, hook, str(out), tuple(extra))
     return torch.load(out, weights_only=False)
 
 
@@ -87,6 +87,12 @@ def test_none_writes_no_comm_figures(tmp_path):
         assert not any(k.startswith(("comm/", "net/")) or k == "time/exposed_comm_ms" for k in f)
         assert f["time/step_ms"] > 0
     assert r["summary"]["comm"] == {"hook": "none", "measured": False, "why": "comm.hook=none"}
+
+
+def test_unrecorded_hook_writes_no_figures(tmp_path):
+    r = run_figures(tmp_path, "mlp", "fp16", ["comm.record=false"])
+    assert not any(k.startswith(("comm/", "net/")) for f in r["figures"] for k in f)
+    assert r["summary"]["comm"]["why"] == "comm.record=false"
 
 
 @pytest.mark.parametrize("op, n, factor", [

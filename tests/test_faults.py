@@ -88,7 +88,10 @@ def test_sigkilled_rank_restarts_and_matches_uninterrupted_run(tmp_path):
         victim = wait_for(lambda: worker(proc, 1), 10, "rank 1's process")
         killed_at = newest_step(run_dir)
         victim.send_signal(signal.SIGKILL)
-        out, err = proc.communicate(timeout=240)
+        try:
+            out, err = proc.communicate(timeout=240)
+        except subprocess.TimeoutExpired as e:
+            raise AssertionError(f"restarted group did not finish:\n{(e.stderr or b'')[-6000:]!r}") from None
     finally:
         os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
     assert proc.returncode == 0, err[-3000:]

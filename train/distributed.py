@@ -81,10 +81,28 @@ def setup(cfg: DistConfig) -> DistContext:
         torch.backends.cudnn.allow_tf32 = True
     if launched_by_torchrun() and not dist.is_initialized():
         kwargs = {"device_id": device} if device.type == "cuda" else {}
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=cfg.timeout_s), **kwargs)
+        timeout = datetime.timedelta(seconds=cfg.timeout_s)
+        dist.init_process_group(backend=backend, timeout=timeout, store=restart_scoped_store(timeout),
+                                rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]), **kwargs)
     if dist.is_initialized():
         return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, backend, device)
     return DistContext(0, 1, 0, backend, device)
+
+
+def restart_scoped_store(timeout: datetime.timedelta) -> dist.Store:
+    """The rendezvous store, with keys of this torchrun restart only.
+
+    Restarted workers reuse torchrun's agent store, where the dead generation's gloo addresses
+    still sit under the same keys: a new rank can read a dead peer's address and wait out the
+    whole timeout (seen here in about one restart in five). A prefix per restart keeps the
+    generations apart.
+    """
+    agent_hosts = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    rank = int(os.environ["RANK"])
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                          int(os.environ["WORLD_SIZE"]), is_master=rank == 0 and not agent_hosts,
+                          timeout=timeout, wait_for_workers=False)
+    return dist.PrefixStore(f"gradwire/restart{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def seed_everything(seed: int, rank: int) -> None:
