@@ -36,7 +36,8 @@ def figures_worker(rank, world, recipe, hook, out, extra=()):
         loss, norm, wall = trainer.run_step(step)
         figures.append(trainer.comm.end_step(step, wall))
     result = {"figures": figures, "trainable": trainable_bytes(trainer.model),
-              "powersgd": powersgd_bytes(trainer.model, 2), "summary": trainer.comm.summary()}
+              "powersgd": powersgd_bytes(trainer.model, 2), "summary": trainer.comm.summary(),
+              "ddp_hook": str(trainer.ddp._get_ddp_logging_data().get("comm_hook", ""))}
     trainer.close()
     if rank == 0:
         torch.save(result, out)
@@ -93,6 +94,7 @@ def test_unrecorded_hook_writes_no_figures(tmp_path):
     r = run_figures(tmp_path, "mlp", "fp16", ["comm.record=false"])
     assert not any(k.startswith(("comm/", "net/")) for f in r["figures"] for k in f)
     assert r["summary"]["comm"]["why"] == "comm.record=false"
+    assert "fp16_compress_hook" in r["ddp_hook"]  # the same hook still runs, only unmeasured
 
 
 @pytest.mark.parametrize("op, n, factor", [

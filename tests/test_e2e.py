@@ -68,6 +68,7 @@ def test_network_figures_reach_tensorboard_and_summary(tmp_path):
     timeline = comm["timelines"][0]
     assert sum(b["sent_bytes"] for b in timeline["buckets"]) == comm["sent_bytes_per_step"]
     assert all(b["done_ms"] >= b["ready_ms"] for b in timeline["buckets"])
+    assert all(b["ready_max_ms"] >= b["ready_ms"] for b in timeline["buckets"])  # the peer's readiness, aligned
     assert (run_dir / "report.png").stat().st_size > 10_000
     assert "Communication per step (hook allreduce, gloo, world 2" in done.stdout
 

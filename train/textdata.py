@@ -13,6 +13,8 @@ import torch
 
 from train.errors import ConfigError
 
+SNIFF = 4096  # bytes looked at to tell a binary file (it holds a NUL) from text
+
 
 def _files(root: str) -> list[Path]:
     if not root:
@@ -23,7 +25,9 @@ def _files(root: str) -> list[Path]:
         raise ConfigError(f"data.root={root!r} does not exist")
     if path.is_file():
         return [path]
-    return sorted(p for p in path.rglob("*") if p.is_file())
+    # Hidden files and folders (.git, .DS_Store) are tooling, not corpus.
+    return sorted(p for p in path.rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
 
 
 def load_text(root: str, max_bytes: int) -> torch.Tensor:
@@ -31,15 +35,16 @@ def load_text(root: str, max_bytes: int) -> torch.Tensor:
     chunks, total = [], 0
     for path in _files(root):
         try:
-            blob = path.read_bytes()
+            with path.open("rb") as f:
+                blob = f.read(max_bytes - total)
         except OSError as e:
-            if root and Path(root).is_file():
-                raise ConfigError(f"data.root={root!r} cannot be read ({e.strerror})") from None
-            continue  # one unreadable file in a folder is skipped, not fatal
-        if b"\0" in blob[:4096]:
+            # Fail rather than skip: a file one rank can read and another cannot would give
+            # the ranks different corpora, and so different items under the same index.
+            raise ConfigError(f"data.root={root!r}: cannot read '{path}' ({e.strerror or e})") from None
+        if b"\0" in blob[:SNIFF]:
             continue  # binary files are not text
-        chunks.append(blob[:max_bytes - total])
-        total += len(chunks[-1])
+        chunks.append(blob)
+        total += len(blob)
         if total >= max_bytes:
             break
     if total == 0:

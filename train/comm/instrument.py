@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import time
 
 from train.comm.busbw import busbw_factor, gbit_per_s
 from train.comm.clock import clock_for
@@ -15,6 +16,7 @@ from train.comm.config import CommConfig
 from train.comm.hooks import build_hook
 from train.comm.recorder import BucketRecorder
 from train.comm.wire import WireCounter, choose_interfaces
+from train.distributed import gather_objects
 
 WARMUP_STEPS = 2  # step 0 allocates and DDP rebuilds its buckets after it: keep both out of medians
 STEP_TAGS = ("time/step_ms", "time/data_ms", "time/forward_ms", "time/backward_ms", "time/optimizer_ms")
@@ -59,6 +61,7 @@ class Instrumentation:
 
     def begin_backward(self) -> None:
         if self.recorder is not None:
+            self.wall_origin = time.time()  # aligns ranks' timelines at the end of the run
             self.recorder.begin_backward()
 
     def end_step(self, step: int, wall: dict) -> dict:
@@ -93,7 +96,8 @@ class Instrumentation:
         self.timelines.append({
             "step": step, "step_ms": wall["step_ms"], "data_ms": wall["data_ms"], "forward_ms": wall["forward_ms"],
             "backward_ms": backward, "optimizer_ms": wall["optimizer_ms"], "compute_end_ms": compute_end,
-            "exposed_ms": exposed, "comm_ms": comm_ms, "collectives": tl["collectives"], "buckets": buckets})
+            "exposed_ms": exposed, "comm_ms": comm_ms, "collectives": tl["collectives"], "buckets": buckets,
+            "wall_origin_s": self.wall_origin})
         return fig
 
     def window_scalars(self, window: list[dict]) -> dict:
@@ -132,6 +136,7 @@ class Instrumentation:
         steady_tl = self.timelines[WARMUP_STEPS:] or self.timelines
         k = self.cfg.timeline_steps
         sample = [steady_tl[i * len(steady_tl) // k] for i in range(min(k, len(steady_tl)))] if k else []
+        add_peer_readiness(sample)
         sent = med("comm/sent_bytes")
         return {
             "comm": {"hook": self.cfg.hook, "measured": True, "grad_bytes_per_step": med("comm/grad_bytes"),
@@ -144,6 +149,21 @@ class Instrumentation:
                     "tx_bytes_per_step": med("net/tx_bytes"), "rx_bytes_per_step": med("net/rx_bytes"),
                     "expected_tx_bytes_per_step": self.factor * (sent or 0) * self.wire.ranks_on_link,
                     "wire_ratio": med("net/wire_ratio")}}
+
+
+def add_peer_readiness(sample: list[dict]) -> None:
+    """Give each sampled bucket `ready_max_ms`: when the last rank had it ready, on this rank's
+    time axis. A bucket's all-reduce cannot finish before every rank launched it, so the planner
+    replays from this. Ranks are aligned by wall clock: exact on one machine (and the testbed),
+    as good as NTP/PTP across machines. One gather, once, at the end of the run."""
+    mine = [(t["step"], t["wall_origin_s"], {b["index"]: b["ready_ms"] for b in t["buckets"]}) for t in sample]
+    everyone = gather_objects(mine)
+    for k, tl in enumerate(sample):
+        for b in tl["buckets"]:
+            ready = [(origin - tl["wall_origin_s"]) * 1e3 + marks[b["index"]]
+                     for rank_sample in everyone if k < len(rank_sample)
+                     for step, origin, marks in [rank_sample[k]] if step == tl["step"] and b["index"] in marks]
+            b["ready_max_ms"] = max([b["ready_ms"], *ready])
 
 
 def ddp_text(ddp, hook: str, backend: str) -> str:
