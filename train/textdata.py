@@ -13,8 +13,6 @@ import torch
 
 from train.errors import ConfigError
 
-SNIFF = 4096  # bytes looked at to tell a binary file (it holds a NUL) from text
-
 
 def _files(root: str) -> list[Path]:
     if not root:
@@ -25,9 +23,7 @@ def _files(root: str) -> list[Path]:
         raise ConfigError(f"data.root={root!r} does not exist")
     if path.is_file():
         return [path]
-    # Hidden files and folders (.git, .DS_Store) are tooling, not corpus.
-    return sorted(p for p in path.rglob("*")
-                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    return sorted(p for p in path.rglob("*") if p.is_file())
 
 
 def load_text(root: str, max_bytes: int) -> torch.Tensor:
@@ -35,16 +31,15 @@ def load_text(root: str, max_bytes: int) -> torch.Tensor:
     chunks, total = [], 0
     for path in _files(root):
         try:
-            with path.open("rb") as f:
-                blob = f.read(max_bytes - total)
+            blob = path.read_bytes()
         except OSError as e:
-            # Fail rather than skip: a file one rank can read and another cannot would give
-            # the ranks different corpora, and so different items under the same index.
-            raise ConfigError(f"data.root={root!r}: cannot read '{path}' ({e.strerror or e})") from None
-        if b"\0" in blob[:SNIFF]:
+            if root and Path(root).is_file():
+                raise ConfigError(f"data.root={root!r} cannot be read ({e.strerror})") from None
+            continue  # one unreadable file in a folder is skipped, not fatal
+        if b"\0" in blob[:4096]:
             continue  # binary files are not text
-        chunks.append(blob)
-        total += len(blob)
+        chunks.append(blob[:max_bytes - total])
+        total += len(chunks[-1])
         if total >= max_bytes:
             break
     if total == 0:

@@ -10,27 +10,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
-from train.comm.costmodel import DEFAULT_HOP_LATENCY_S, Link, format_rate, load_calibration, parse_rate
-from train.comm.replay import STANDARD_RATES_GBIT, check_timelines, predict, required_rate, synthetic_timeline
+from train.comm.costmodel import Link, format_rate, load_calibration, parse_rate
+from train.comm.replay import STANDARD_RATES_GBIT, predict, required_rate, synthetic_timeline
 from train.errors import UsageError
 
-TOPOLOGY = [
+ASSUMPTIONS = [
     "ring all-reduce: each rank's link carries 2(n-1)/n x the sent bytes, in 2(n-1) latency hops",
     "the bottleneck is each rank's own link (full bisection behind it, no in-network reduction, no hierarchy)",
-    "buckets are reduced in launch order, one at a time on one channel, each once ready and once the previous is done",
-    "compute time is what was measured (or derived from FLOPs); only communication changes with the link and world",
-]
-SYNTHETIC = [
-    "no run: compute = items x FLOPs per item / (accelerator peak x MFU) unless --compute-ms; backward is 2/3 of it",
-    "buckets of --bucket-mb become ready uniformly through backward, in reverse layer order",
+    "buckets are reduced in the order they become ready, one at a time on one channel",
+    "compute time is what was measured (or derived from FLOPs); only communication changes",
+    "bytes move at the smaller of link rate x efficiency and the hosts' own ceiling (if calibrated)",
 ]
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
-# every model reads the keys it needs; the planner never asks which model it builds
-DATA_SPEC = {"vocab_size": 256, "input_shape": (1, 28, 28), "num_classes": 10}
 
 
 def parse_args(argv):
@@ -47,36 +41,26 @@ def parse_args(argv):
     p.add_argument("--model", help="describe instead of a run: model name (with --flavor)")
     p.add_argument("--flavor", default="debug")
     p.add_argument("--params", type=float, help="describe instead of a run: parameter count, e.g. 7e9")
-    p.add_argument("--seq-len", type=int, help="tokens per sample for text models "
-                   "(default 1024, or the flavor's block_size when shorter)")
+    p.add_argument("--seq-len", type=int, default=1024, help="tokens per sample for text models")
     p.add_argument("--dtype", default="fp32", choices=sorted(BYTES), help="gradient dtype")
-    p.add_argument("--hook", default="allreduce", choices=("allreduce", "fp16", "bf16"),
-                   help="comm hook: fp16/bf16 send 2 bytes per gradient element")
+    p.add_argument("--hook", default="allreduce", choices=("allreduce", "fp16", "bf16"))
     p.add_argument("--bucket-mb", type=float, default=25.0)
     p.add_argument("--compute-ms", type=float, help="forward+backward time per step per rank")
     p.add_argument("--items-per-step", type=float, default=8 * 1024, help="tokens or samples per rank per step")
     p.add_argument("--accel-tflops", type=float, default=989.0, help="accelerator peak (H100 SXM bf16: 989)")
     p.add_argument("--mfu", type=float, default=0.4, help="assumed model FLOPs utilisation")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
     if args.world is not None and args.world < 1:
         raise UsageError(f"--world {args.world} must be >= 1")
     if not 0 < args.target_exposed < 1:
         raise UsageError(f"--target-exposed {args.target_exposed} must be between 0 and 1")
-    if not args.summary and not args.model and args.params is None:
+    if not args.summary and not args.model and not args.params:
         raise UsageError("give a run's summary.json, or describe a model with --model NAME --flavor F or --params N")
-    if args.summary and (args.model or args.params is not None):
-        raise UsageError("give a run's summary.json or a model description (--model/--params), not both")
-    for name in ("bucket_mb", "accel_tflops", "mfu", "items_per_step", "params", "compute_ms", "seq_len",
-                 "efficiency", "host_gbit"):
-        value = getattr(args, name)
-        if value is not None and not 0 < value < math.inf:
-            raise UsageError(f"--{name.replace('_', '-')} {value} must be positive")
-    if args.efficiency is not None and args.efficiency > 1:
-        raise UsageError(f"--efficiency {args.efficiency} must be <= 1 (a share of the line rate)")
-    if args.hop_latency_us is not None and args.hop_latency_us < 0:
-        raise UsageError(f"--hop-latency-us {args.hop_latency_us} must be >= 0")
+    for name in ("bucket_mb", "accel_tflops", "mfu", "items_per_step"):
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive")
     return args
 
 
@@ -86,100 +70,77 @@ def from_run(path: str) -> tuple[list[dict], dict]:
         raise UsageError(f"summary {path!r} does not exist")
     try:
         summary = json.loads(p.read_text())
-        comm = summary.get("comm") or {}
-        timelines = comm.get("timelines")
-    except (OSError, ValueError, AttributeError) as e:
-        raise UsageError(f"summary {path!r} is not a readable summary JSON ({e})") from None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"summary {path!r} is not readable JSON ({e})") from None
+    timelines = (summary.get("comm") or {}).get("timelines")
     if not timelines:
         raise UsageError(f"summary {path!r} has no comm.timelines: run with world size > 1 and a comm.hook other than none")
-    check_timelines(timelines, f"summary {path!r}")
-    model = summary.get("model") or {}
     return timelines, {"source": "run", "summary": path, "measured_world": summary.get("world_size"),
-                       "model": model.get("name"), "params": model.get("params"), "hook": comm.get("hook"),
-                       "grad_bytes": comm.get("grad_bytes_per_step"), "sent_bytes": comm.get("sent_bytes_per_step")}
-
-
-def default_seq_len(name: str, flavor: str) -> int:
-    """1024 tokens, unless the flavor's context is shorter (the debug flavors): a generic config
-    field, read without asking which model it is."""
-    from models.registry import model_class
-    flavors = getattr(model_class(name), "FLAVORS", {})
-    block = getattr(flavors.get(flavor), "block_size", None)
-    return min(1024, block) if isinstance(block, int) and block > 0 else 1024
+                       "model": summary.get("model", {}).get("name"), "hook": summary["comm"].get("hook")}
 
 
 def from_description(args) -> tuple[list[dict], dict]:
-    seq_len = None
     if args.model:
         import torch
         from models import build_model
+        spec = {"vocab_size": 256, "seq_len": args.seq_len} if args.model != "mlp" else \
+            {"input_shape": (1, 28, 28), "num_classes": 10}
         try:
-            seq_len = args.seq_len or default_seq_len(args.model, args.flavor)
-            with torch.device("meta"):  # shapes only: a 7B description costs no memory
-                model = build_model(args.model, args.flavor, {**DATA_SPEC, "seq_len": seq_len})
-        except ValueError as e:  # unknown model or flavor: the registry names the choices
+            with torch.device("meta"):
+                model = build_model(args.model, args.flavor, spec)
+        except ValueError as e:
             raise UsageError(str(e)) from None
-        params, flops_per_item, unit = model.num_params(), model.flops_per_item(), model.unit
+        params, flops_per_item = model.num_params(), model.flops_per_item()
     else:
-        params, flops_per_item, unit = args.params, 6.0 * args.params, "tokens"  # 6N per token
+        params, flops_per_item = args.params, 6.0 * args.params
     grad_bytes = params * BYTES[args.dtype]
-    sent_fraction = 2 / BYTES[args.dtype] if args.hook in ("fp16", "bf16") else 1.0
+    sent_fraction = (2 / BYTES[args.dtype]) if args.hook in ("fp16", "bf16") else 1.0
     compute_ms = args.compute_ms or flops_per_item * args.items_per_step / (args.accel_tflops * 1e12 * args.mfu) * 1e3
     tl = synthetic_timeline(grad_bytes, args.bucket_mb * 2**20, compute_ms / 3, compute_ms * 2 / 3)
     for b in tl["buckets"]:
         b["sent_bytes"] = b["grad_bytes"] * sent_fraction
     return [tl], {"source": "description", "model": args.model or "params", "flavor": args.flavor if args.model else None,
-                  "seq_len": seq_len if unit == "tokens" else None,
-                  "params": params, "flops_per_item": flops_per_item, "unit": unit, "grad_bytes": grad_bytes,
-                  "sent_bytes": grad_bytes * sent_fraction, "buckets": len(tl["buckets"]), "compute_ms": compute_ms,
-                  "compute_from": "--compute-ms" if args.compute_ms else
-                  f"{args.items_per_step:g} {unit} x FLOPs / ({args.accel_tflops:g} TFLOP/s x MFU {args.mfu:g})",
-                  "hook": args.hook}
+                  "params": params, "grad_bytes": grad_bytes, "compute_ms": compute_ms, "hook": args.hook}
 
 
-def build_link(args) -> tuple[Link, str]:
-    """The link's efficiency, hop latency and host ceiling, and where each figure came from."""
-    link, source = Link(1e9), "defaults (efficiency 1.0, 5 us per hop)"  # the rate is set per row
+def build_link(args) -> Link:
+    link = Link(1e9)  # the rate is replaced per row; efficiency, latency and host ceiling carry over
     if args.calibration:
         cal = load_calibration(args.calibration)
-        link.hop_latency_s = cal.get("hop_latency_s", DEFAULT_HOP_LATENCY_S)
+        link.hop_latency_s = cal["hop_latency_s"]
         link.efficiency = cal.get("efficiency", link.efficiency)
         link.host_bit_s = cal.get("host_bit_s", link.host_bit_s)
-        source = "calibration " + ", ".join(cal["sources"])
     if args.efficiency is not None:
         link.efficiency = args.efficiency
     if args.hop_latency_us is not None:
         link.hop_latency_s = args.hop_latency_us * 1e-6
     if args.host_gbit is not None:
         link.host_bit_s = args.host_gbit * 1e9
-    if any(v is not None for v in (args.efficiency, args.hop_latency_us, args.host_gbit)):
-        source += ", overridden on the command line"
-    return link, source
+    return link
 
 
 def plan(args) -> dict:
     timelines, inputs = from_run(args.summary) if args.summary else from_description(args)
     world = args.world or inputs.get("measured_world") or 8
-    base, source = build_link(args)
+    base = build_link(args)
     rates = [parse_rate(args.link)] if args.link else [g * 1e9 for g in STANDARD_RATES_GBIT]
-    rows = [{"link_gbit_s": rate / 1e9, **predict(timelines, world, base.at_rate(rate))} for rate in rates]
+    rows = []
+    for rate in rates:
+        row = predict(timelines, world, base.at_rate(rate))
+        rows.append({"link_gbit_s": rate / 1e9, **row})
     need = required_rate(timelines, world, base, args.target_exposed)
-    host = None if math.isinf(base.host_bit_s) else base.host_bit_s / 1e9
     inputs.update({"world": world, "efficiency": base.efficiency, "hop_latency_us": base.hop_latency_s * 1e6,
-                   "host_gbit_s": host, "link_figures_from": source, "timelines": len(timelines)})
-    latency = (f"latency: {base.hop_latency_s * 1e6:.1f} us per hop, i.e. {2 * (world - 1)} hops x that per "
-               f"bucket at world {world}; bytes move at link rate x {base.efficiency:.2f} efficiency"
-               + (f", capped at the hosts' {host:.3g} Gbit/s" if host else "") + f" ({source})")
-    assumptions = TOPOLOGY + [latency] + (SYNTHETIC if inputs["source"] == "description" else
-                                          ["per-step figures are medians over the run's sampled timelines"])
-    return {"inputs": inputs, "assumptions": assumptions, "rates": rows,
+                   "host_gbit_s": base.host_bit_s / 1e9 if base.host_bit_s != float("inf") else None,
+                   "timelines": len(timelines)})
+    return {"inputs": inputs, "assumptions": ASSUMPTIONS, "rates": rows,
             "required": {"target_exposed": args.target_exposed, "link_gbit_s": need / 1e9 if need else None}}
 
 
 def print_plan(result: dict) -> None:
     i = result["inputs"]
+    host = f", host ceiling {i['host_gbit_s']:.2f} Gbit/s" if i.get("host_gbit_s") else ""
     print(f"# gradwire plan: {i.get('model')} at world {i['world']} ({i['source']}, hook {i.get('hook')}, "
-          f"{i['timelines']} timeline(s))")
+          f"link efficiency {i['efficiency']:.2f}, {i['hop_latency_us']:.1f} us per hop{host})")
     print(f"{'link':>12} {'comm ms':>10} {'exposed ms':>11} {'step ms':>10} {'exposed %':>10} {'scaling eff':>12}")
     for r in result["rates"]:
         print(f"{format_rate(r['link_gbit_s'] * 1e9):>12} {r['comm_ms']:>10.2f} {r['exposed_ms']:>11.2f} "
@@ -187,23 +148,21 @@ def print_plan(result: dict) -> None:
     req = result["required"]
     need = format_rate(req["link_gbit_s"] * 1e9) if req["link_gbit_s"] else \
         "none (latency- or host-bound: no link rate is enough)"
-    print(f"\nsmallest link for exposed comm <= {100 * req['target_exposed']:g}% of the step: {need}")
-    print("assumptions:")
-    for a in result["assumptions"]:
-        print(f"  - {a}")
+    print(f"\nsmallest link for exposed comm <= {100 * req['target_exposed']:.0f}% of the step: {need}")
+    print("assumptions: " + "; ".join(result["assumptions"]))
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
     try:
-        args = parse_args(argv)
-        result = plan(args)
+        result = plan(parse_args(argv))
     except UsageError as e:
-        if "--debug" in argv:
+        if debug:
             raise
         print(f"gradwire: error: {e}", file=sys.stderr)
         return 2
-    if args.json:
+    if "--json" in argv:
         print(json.dumps(result, indent=2))
     else:
         print_plan(result)

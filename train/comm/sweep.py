@@ -3,8 +3,6 @@
 Per op and size: time (mean over iterations, the slowest rank's), algbw and busbw in GB/s
 (as nccl-tests prints) and Gbit/s, and the count of wrong elements from an exact check. Then
 the alpha-beta fit per op and its error per size. Exit code 1 if any element was wrong.
-An op the backend does not implement is skipped with a printed note (and listed under
-"skipped" in the JSON), never emulated: an emulation would time another algorithm.
 """
 from __future__ import annotations
 
@@ -76,7 +74,7 @@ def sizes(args) -> list[int]:
     out, s = [], args.min_b
     while s <= args.max_b:
         out.append(s)
-        s = max(s + 1, int(s * args.factor))  # a factor near 1 must still move on (int() rounds down)
+        s = int(s * args.factor)
     return out
 
 
@@ -94,35 +92,15 @@ def time_op(coll: Collective, warmup: int, iters: int, device) -> float:
     return (time.perf_counter() - t0) / iters
 
 
-UNSUPPORTED = ("not supported", "not implemented", "unsupported", "does not support")
-
-
-def unsupported(err: Exception) -> bool:
-    """The backend lacks the op (gloo's reduce_scatter or all_to_all on some torch versions): every
-    rank raises the same, so skipping it cannot leave a peer waiting. Anything else is a failure."""
-    return isinstance(err, (RuntimeError, NotImplementedError)) and any(u in str(err).lower() for u in UNSUPPORTED)
-
-
-def measure(args, ctx, skipped: dict | None = None) -> list[dict]:
-    """One row per (op, size); ops the backend lacks go to `skipped` with the reason, and are
-    not emulated (an emulation would time another algorithm under the op's name)."""
+def measure(args, ctx) -> list[dict]:
     dtype = DTYPES[args.dtype]
     elem = torch.tensor([], dtype=dtype).element_size()
-    skipped = {} if skipped is None else skipped
     rows = []
     for op in args.op_list:
         for size in sizes(args):
             count = max(ctx.world_size, size // elem // ctx.world_size * ctx.world_size)
             coll = Collective(op, count, ctx.rank, ctx.world_size, ctx.device, dtype)
-            try:
-                seconds = time_op(coll, args.warmup, args.iters, ctx.device)
-            except (RuntimeError, NotImplementedError) as e:
-                if not unsupported(e):
-                    raise
-                skipped[op] = f"{ctx.backend} does not implement {op} here ({str(e).splitlines()[0]})"
-                if ctx.is_main:
-                    print(f"note: skipping {op}: {skipped[op]}", flush=True)
-                break
+            seconds = time_op(coll, args.warmup, args.iters, ctx.device)
             wrong = coll.check()
             stats = torch.tensor([seconds, float(wrong)], dtype=torch.float64, device=ctx.device)
             dist.all_reduce(stats[:1], op=dist.ReduceOp.MAX)  # the slowest rank sets the time
@@ -147,22 +125,21 @@ def fits(rows: list[dict], world: int, min_bytes: int = 0) -> dict:
         factor = busbw_factor(op, world)
         errors = [{"bytes": r["bytes"], "measured_us": r["time_us"], "predicted_us": ab.predict(r["bytes"]) * 1e6,
                    "error_pct": 100 * (ab.predict(r["bytes"]) * 1e6 - r["time_us"]) / r["time_us"]} for r in mine]
-        # the fit's slope as a bus rate: what each rank's link carried per second at large sizes
-        rate = factor * 8 / ab.beta_s_per_byte / 1e9 if ab.beta_s_per_byte > 0 else None
         out[op] = {"alpha_us": ab.alpha_s * 1e6, "beta_us_per_byte": ab.beta_s_per_byte * 1e6,
-                   "rate_gbit_s": rate, "busbw_gbit_s_fit": rate, "errors": errors}
+                   "busbw_gbit_s_fit": factor * 8 / ab.beta_s_per_byte / 1e9 if ab.beta_s_per_byte > 0 else None,
+                   "errors": errors}
     return out
 
 
-def print_table(rows: list[dict], fitted: dict, header: str, dtype: str) -> None:
+def print_table(rows: list[dict], fitted: dict, header: str) -> None:
     print(header)
-    print(f"{'op':>14} {'size(B)':>12} {'count':>10} {'type':>8} {'time(us)':>11} {'algbw(GB/s)':>12} {'busbw(GB/s)':>12}"
+    print(f"{'op':>14} {'size(B)':>12} {'count':>10} {'time(us)':>11} {'algbw(GB/s)':>12} {'busbw(GB/s)':>12}"
           f" {'busbw(Gbit/s)':>14} {'#wrong':>7}")
     for r in rows:
-        print(f"{r['op']:>14} {r['bytes']:>12} {r['count']:>10} {dtype:>8} {r['time_us']:>11.1f} {r['algbw_gbyte_s']:>12.4f}"
+        print(f"{r['op']:>14} {r['bytes']:>12} {r['count']:>10} {r['time_us']:>11.1f} {r['algbw_gbyte_s']:>12.4f}"
               f" {r['busbw_gbyte_s']:>12.4f} {r['busbw_gbit_s']:>14.4f} {r['wrong']:>7}")
     for op, f in fitted.items():
-        rate = format_rate(f["rate_gbit_s"] * 1e9) if f["rate_gbit_s"] else "-"
+        rate = format_rate(f["busbw_gbit_s_fit"] * 1e9) if f["busbw_gbit_s_fit"] else "-"
         print(f"\nalpha-beta fit, {op}: alpha {f['alpha_us']:.1f} us, bus rate {rate}")
         for e in f["errors"]:
             print(f"  {e['bytes']:>12} B  measured {e['measured_us']:>11.1f} us  fit {e['predicted_us']:>11.1f} us"
@@ -175,22 +152,18 @@ def main(argv=None) -> int:
         args = parse_args(argv)
         ctx = setup(DistConfig(backend=args.backend))
     except UsageError as e:
-        if "--debug" in argv:
-            raise
         print(f"gradwire: error: {e}", file=sys.stderr)
         return 2
     if not dist.is_initialized():  # python -m train.comm.sweep: a world of one, still measurable
         import tempfile
-        store = Path(tempfile.mkdtemp(prefix="gradwire-sweep-")) / "store"
-        dist.init_process_group(ctx.backend, init_method=f"file://{store}", rank=0, world_size=1)
-    skipped: dict = {}
-    rows = measure(args, ctx, skipped)
+        dist.init_process_group(ctx.backend, init_method=f"file://{tempfile.mktemp()}", rank=0, world_size=1)
+    rows = measure(args, ctx)
     fitted = fits(rows, ctx.world_size, args.fit_min_b)
     if ctx.is_main:
         print_table(rows, fitted, f"# gradwire sweep: {ctx.backend}, world {ctx.world_size}, {args.dtype}, "
-                                  f"{args.iters} iters after {args.warmup} warm-up", args.dtype)
+                                  f"{args.iters} iters after {args.warmup} warm-up")
         payload = {"world_size": ctx.world_size, "backend": ctx.backend, "dtype": args.dtype,
-                   "link_bit_s": args.link_bit_s, "results": rows, "fits": fitted, "skipped": skipped}
+                   "link_bit_s": args.link_bit_s, "results": rows, "fits": fitted}
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
