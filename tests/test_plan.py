@@ -154,3 +154,9 @@ def test_replay_waits_for_the_last_rank():
     # bucket 0 waits for the peer: 6 -> 7; bucket 1: max(3, 7) -> 9; bucket 2: max(10, 9) -> 11
     assert got["comm_ms"] == pytest.approx(11.0 - 6.0)
     assert got["exposed_ms"] == pytest.approx(1.0)
+
+
+def test_planner_describes_a_small_flavor_with_its_own_context():
+    done = python_m(["train.comm.plan", "--model", "transformer", "--flavor", "debug", "--world", "4", "--json"])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["inputs"]["params"] > 0

@@ -48,3 +48,9 @@ def test_sizes_and_bad_arguments():
     assert done.returncode == 2 and "did you mean 'all_reduce'" in done.stderr
     done = python_m(["train.comm.sweep", "--min-bytes", "1M", "--max-bytes", "1K"])
     assert done.returncode == 2 and "larger than --max-bytes" in done.stderr
+
+
+def test_a_factor_near_one_still_ends():
+    from types import SimpleNamespace
+    from train.comm.sweep import sizes
+    assert sizes(SimpleNamespace(min_b=4, max_b=8, factor=1.01)) == [4, 5, 6, 7, 8]

@@ -41,7 +41,8 @@ def parse_args(argv):
     p.add_argument("--model", help="describe instead of a run: model name (with --flavor)")
     p.add_argument("--flavor", default="debug")
     p.add_argument("--params", type=float, help="describe instead of a run: parameter count, e.g. 7e9")
-    p.add_argument("--seq-len", type=int, default=1024, help="tokens per sample for text models")
+    p.add_argument("--seq-len", type=int, help="tokens per sample for text models (default: 1024, or the flavor's "
+                   "block_size if shorter)")
     p.add_argument("--dtype", default="fp32", choices=sorted(BYTES), help="gradient dtype")
     p.add_argument("--hook", default="allreduce", choices=("allreduce", "fp16", "bf16"))
     p.add_argument("--bucket-mb", type=float, default=25.0)
@@ -83,7 +84,13 @@ def from_description(args) -> tuple[list[dict], dict]:
     if args.model:
         import torch
         from models import build_model
-        spec = {"vocab_size": 256, "seq_len": args.seq_len} if args.model != "mlp" else \
+        from models.registry import model_class
+        try:
+            flavor_cfg = model_class(args.model).FLAVORS.get(args.flavor)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        seq_len = args.seq_len or min(1024, getattr(flavor_cfg, "block_size", 1024))
+        spec = {"vocab_size": 256, "seq_len": seq_len} if args.model != "mlp" else \
             {"input_shape": (1, 28, 28), "num_classes": 10}
         try:
             with torch.device("meta"):

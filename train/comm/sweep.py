@@ -74,7 +74,7 @@ def sizes(args) -> list[int]:
     out, s = [], args.min_b
     while s <= args.max_b:
         out.append(s)
-        s = int(s * args.factor)
+        s = max(s + 1, int(s * args.factor))  # a factor near 1 must still move on
     return out
 
 
