@@ -149,6 +149,7 @@ def check_link(topo: Topology) -> None:
     time.sleep(0.5)
     subprocess.run([*topo.exec_prefix(1), sys.executable, "-c", SOURCE_CLIENT, topo.addr(0)], timeout=30, check=True)
     out = server.communicate(timeout=30)[0].strip()
+    print(f"testbed: namespaces {topo.tag}*")
     print(f"link {topo.ns(1)} -> {topo.ns(0)}: shaped {topo.rate_bit_s / 1e6:g} Mbit/s, measured {out} Mbit/s")
 
 
@@ -188,7 +189,7 @@ def run(args) -> int:
             check_link(topo)
             return 0
         print(f"testbed: {args.nodes} nodes x {args.nproc_per_node} procs, links shaped to {args.rate}, "
-              f"logs in {log_dir}", flush=True)
+              f"namespaces {topo.tag}*, logs in {log_dir}", flush=True)
         procs = start_nodes(topo, args, log_dir)
         return supervise(procs, args)
     except KeyboardInterrupt:

@@ -18,10 +18,12 @@ def run_testbed(args: list[str], timeout: float = 240) -> subprocess.CompletedPr
                           timeout=timeout, env=env(), cwd=REPO)
 
 
-def no_leftovers() -> bool:
+def no_leftovers(done: subprocess.CompletedProcess) -> bool:
+    """Nothing of this testbed's own tag is left (others may run testbeds beside it)."""
+    tag = done.stdout.split("namespaces ", 1)[1].split("*", 1)[0]
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    return not any(n.startswith("gw") for n in names.split()) and " gw" not in links
+    return tag.startswith("gw") and not any(n.startswith(tag) for n in names.split()) and tag not in links
 
 
 @needs_namespaces
@@ -37,7 +39,7 @@ def test_sweep_on_a_shaped_link_sees_the_shaped_rate(tmp_path):
     assert 0.85 * 0.1 <= largest["busbw_gbit_s"] <= 1.15 * 0.1  # within 15% of 100 Mbit/s
     assert all(r["wrong"] == 0 for r in rows)
     assert (tmp_path / "testbed" / "node0.log").exists() and (tmp_path / "testbed" / "node1.log").exists()
-    assert no_leftovers()
+    assert no_leftovers(done)
 
 
 @needs_namespaces
@@ -50,7 +52,7 @@ def test_training_across_two_emulated_nodes(tmp_path):
     summary = read_summary(run)
     assert summary["world_size"] == 2 and summary["net"]["iface"] == "eth0"
     assert summary["net"]["wire_ratio"] >= 1.0  # the node's NIC carried at least the ring's bytes
-    assert no_leftovers()
+    assert no_leftovers(done)
 
 
 @needs_namespaces
@@ -60,7 +62,7 @@ def test_a_failing_node_fails_the_testbed_and_cleans_up(tmp_path):
     done = run_testbed(["--nodes", "2", "--rate", "1gbit", "--grace", "2", "--run-dir", str(tmp_path), "--",
                     str(script)], timeout=120)
     assert done.returncode != 0
-    assert no_leftovers()
+    assert no_leftovers(done)
 
 
 @needs_namespaces
@@ -69,7 +71,7 @@ def test_three_nodes_through_a_bridge(tmp_path):
     assert done.returncode == 0, done.stderr
     measured = float(done.stdout.split("measured ")[1].split()[0])
     assert 0.85 * 200 <= measured <= 1.1 * 200
-    assert no_leftovers()
+    assert no_leftovers(done)
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -82,4 +84,4 @@ def test_bad_testbed_input_is_one_line_exit_2(args, fragment):
     done = run_testbed(args, timeout=60)
     assert done.returncode == 2 and fragment in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
-    assert no_leftovers()
+    assert "namespaces" not in done.stdout  # refused before anything was built
