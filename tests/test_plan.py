@@ -160,3 +160,11 @@ def test_planner_describes_a_small_flavor_with_its_own_context():
     done = python_m(["train.comm.plan", "--model", "transformer", "--flavor", "debug", "--world", "4", "--json"])
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["inputs"]["params"] > 0
+
+
+def test_calibration_ignores_a_fit_faster_than_its_link(tmp_path):
+    from train.comm.costmodel import load_calibration
+    slow = sweep_json(tmp_path, "slow.json", 100e6, 0.094, alpha_us=200.0)
+    noisy = sweep_json(tmp_path, "noisy.json", 10e9, 250.0)  # 25x its link: a fit of noise, not a link
+    cal = load_calibration([slow, noisy])
+    assert cal["efficiency"] == pytest.approx(0.94) and "host_bit_s" not in cal

@@ -93,17 +93,19 @@ class Link:
         return Link(rate_bit_s, self.efficiency, self.hop_latency_s, self.host_bit_s)
 
 
-LINK_BOUND = 0.8  # a sweep reaching >= 80% of its link's rate measured the link, else the host
+LINK_BOUND = (0.8, 1.05)  # busbw / link rate of a sweep that measured the link itself
 
 
 def load_calibration(paths: list) -> dict:
     """From sweep JSONs (train.comm.sweep --link RATE --json PATH): what transfers to another link.
 
-    A sweep whose all_reduce fit reached most of the link it ran on measured the link: its
-    busbw / rate is the efficiency a collective achieves, and alpha / hops the per-hop latency.
-    A sweep far below its link (or on an unshaped one) measured the host instead: its bus rate
-    is the host's ceiling, whatever the link. The absolute bandwidth itself never transfers."""
+    A sweep whose all_reduce fit reached 80-105% of the link it ran on measured the link: its
+    busbw / rate is the efficiency a collective achieves, and alpha / hops the per-hop latency
+    (the slowest such link wins: it is the one the link surely limited). A sweep far below its
+    link (or on an unshaped one) measured the host: its bus rate is the host's ceiling. A fit
+    above its link is noise and is ignored. The absolute bandwidth never transfers."""
     out: dict = {"sources": []}
+    link_bound = []
     for path in paths:
         try:
             sweep = json.loads(Path(path).read_text())
@@ -117,12 +119,15 @@ def load_calibration(paths: list) -> dict:
                              f"(make one with: torchrun ... -m train.comm.sweep --link RATE --json PATH)") from None
         link = sweep.get("link_bit_s")
         hop = fit["alpha_us"] * 1e-6 / max(1, hops("all_reduce", world))
-        if link and bus >= LINK_BOUND * link:
-            out.update(efficiency=min(1.0, bus / link), hop_latency_s=hop)
-        else:
+        if link and LINK_BOUND[0] * link <= bus <= LINK_BOUND[1] * link:
+            link_bound.append((link, min(1.0, bus / link), hop))
+        elif not link or bus < LINK_BOUND[0] * link:
             out["host_bit_s"] = min(out.get("host_bit_s", math.inf), bus)
             out.setdefault("hop_latency_s", hop)
         out["sources"].append(str(path))
+    if link_bound:
+        _, out["efficiency"], out["hop_latency_s"] = min(link_bound)
+    out.setdefault("hop_latency_s", Link.hop_latency_s)
     return out
 
 
