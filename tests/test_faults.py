@@ -6,7 +6,6 @@ import sys
 import time
 
 import psutil
-import pytest
 import torch
 
 from runner import REPO, env, read_scalars, read_summary

@@ -70,7 +70,3 @@ class Collective:
 def count_wrong(got: torch.Tensor, expected: torch.Tensor) -> int:
     return int((got != expected).sum().item())
 
-
-def total_bytes(op: str, count: int, element_size: int) -> int:
-    """The size nccl-tests reports: the whole array (the gathered output, the scattered input)."""
-    return count * element_size

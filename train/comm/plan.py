@@ -161,20 +161,20 @@ def print_plan(result: dict) -> None:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in argv
+    args = None
     try:
-        result = plan(parse_args(argv))
+        args = parse_args(argv)
+        result = plan(args)
     except UsageError as e:
-        if debug:
+        if args is not None and args.debug:
             raise
         print(f"gradwire: error: {e}", file=sys.stderr)
         return 2
-    if "--json" in argv:
+    if args.json:
         print(json.dumps(result, indent=2))
     else:
         print_plan(result)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from train.comm.busbw import busbw_factor, gbit_per_s, gbyte_per_s
-from train.comm.collectives import OPS, Collective, total_bytes
+from train.comm.collectives import OPS, Collective
 from train.comm.costmodel import fit_alpha_beta, format_rate, parse_rate
 from train.distributed import DistConfig, setup, teardown
 from train.errors import UsageError, check_choice
@@ -106,7 +106,7 @@ def measure(args, ctx) -> list[dict]:
             dist.all_reduce(stats[:1], op=dist.ReduceOp.MAX)  # the slowest rank sets the time
             dist.all_reduce(stats[1:], op=dist.ReduceOp.SUM)
             seconds, wrong = stats[0].item(), int(stats[1].item())
-            nbytes = total_bytes(op, count, elem)
+            nbytes = count * elem  # nccl-tests' size: the whole array (gathered output, scattered input)
             factor = busbw_factor(op, ctx.world_size)
             rows.append({"op": op, "bytes": nbytes, "count": count, "time_us": seconds * 1e6,
                          "algbw_gbyte_s": gbyte_per_s(nbytes, seconds), "busbw_gbyte_s": gbyte_per_s(nbytes, seconds) * factor,
