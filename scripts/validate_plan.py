@@ -22,8 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from train.comm.costmodel import Link, load_calibration, parse_rate  # noqa: E402
-from train.comm.replay import predict, required_rate  # noqa: E402
+from train.comm.plan.costmodel import Link, load_calibration, parse_rate  # noqa: E402
+from train.comm.plan.replay import predict, required_rate  # noqa: E402
 
 RECIPES = {
     "mlp": ["model.flavor=small", "dist.bucket_cap_mb=0.25"],

@@ -37,7 +37,7 @@ def figures_worker(rank, world, recipe, hook, out, extra=()):
         figures.append(trainer.comm.end_step(step, wall))
     result = {"figures": figures, "trainable": trainable_bytes(trainer.model),
               "powersgd": powersgd_bytes(trainer.model, 2), "summary": trainer.comm.summary(),
-              "ddp_hook": str(trainer.ddp._get_ddp_logging_data().get("comm_hook", ""))}
+              "ddp_hook": str(trainer.par.ddp._get_ddp_logging_data().get("comm_hook", ""))}
     trainer.close()
     if rank == 0:
         torch.save(result, out)

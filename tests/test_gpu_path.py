@@ -4,7 +4,7 @@ import torch
 
 from tests_support import make_trainer
 from train import distributed
-from train.comm.clock import HostClock, clock_for
+from train.comm.measure.clock import HostClock, clock_for
 from train.errors import ConfigError
 
 

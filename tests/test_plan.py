@@ -5,8 +5,8 @@ import random
 import pytest
 
 from runner import python_m
-from train.comm.costmodel import Link, fit_alpha_beta, hops, parse_rate
-from train.comm.replay import predict, replay_step, required_rate
+from train.comm.plan.costmodel import Link, fit_alpha_beta, hops, parse_rate
+from train.comm.plan.replay import predict, replay_step, required_rate
 from train.errors import UsageError
 
 
@@ -122,7 +122,7 @@ def sweep_json(tmp_path, name, link_bit_s, busbw_gbit_s, alpha_us=100.0):
 
 
 def test_calibration_tells_link_from_host(tmp_path):
-    from train.comm.costmodel import load_calibration
+    from train.comm.plan.costmodel import load_calibration
     slow = sweep_json(tmp_path, "slow.json", 100e6, 0.095, alpha_us=200.0)   # 95% of a 100 Mbit/s link
     fast = sweep_json(tmp_path, "fast.json", 10e9, 2.5)                      # 25% of 10 Gbit/s: the host
     cal = load_calibration([slow, fast])
@@ -163,7 +163,7 @@ def test_planner_describes_a_small_flavor_with_its_own_context():
 
 
 def test_calibration_ignores_a_fit_faster_than_its_link(tmp_path):
-    from train.comm.costmodel import load_calibration
+    from train.comm.plan.costmodel import load_calibration
     slow = sweep_json(tmp_path, "slow.json", 100e6, 0.094, alpha_us=200.0)
     noisy = sweep_json(tmp_path, "noisy.json", 10e9, 250.0)  # 25x its link: a fit of noise, not a link
     cal = load_calibration([slow, noisy])

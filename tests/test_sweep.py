@@ -6,8 +6,8 @@ import torch
 
 from runner import python_m, torchrun
 from train.comm.busbw import busbw_factor
-from train.comm.collectives import count_wrong
-from train.comm.sweep import parse_size
+from train.comm.sweep.collectives import count_wrong
+from train.comm.sweep.cli import parse_size
 from train.errors import UsageError
 
 
@@ -52,5 +52,5 @@ def test_sizes_and_bad_arguments():
 
 def test_a_factor_near_one_still_ends():
     from types import SimpleNamespace
-    from train.comm.sweep import sizes
+    from train.comm.sweep.cli import sizes
     assert sizes(SimpleNamespace(min_b=4, max_b=8, factor=1.01)) == [4, 5, 6, 7, 8]

@@ -13,16 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from train import checkpoint
-from train.comm.instrument import Instrumentation
-from train.comm.ranks import rank_figures
+from train.comm.measure.instrument import Instrumentation
+from train.comm.measure.ranks import rank_figures
 from train.config import RunConfig, to_dict
 from train.data import Datasets, ShardedBatches
 from train.distributed import DistContext, gather_floats, gather_objects
 from train.metrics import NullSink, Progress
 from train.optim import build_optimizer, build_scheduler
+from train.parallel import wrap
 from train.perf import device_name, memory_figures, mfu_pct, peak_tflops
 from train.signals import StopRequest
 
@@ -51,19 +51,14 @@ class Trainer:
         self.stop = stop or StopRequest()
         self.model = model.to(ctx.device)
         self.start_step = 0
-        if resume is not None:  # before DDP wraps it: DDP broadcasts rank 0's parameters at construction
+        if resume is not None:  # before wrapping: DDP broadcasts rank 0's parameters at construction
             self.model.load_state_dict(resume["model"])
             self.start_step = int(resume["step"])
-        d = cfg.dist
-        self.ddp = DDP(self.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-                       bucket_cap_mb=d.bucket_cap_mb, gradient_as_bucket_view=d.gradient_as_bucket_view,
-                       static_graph=d.static_graph, find_unused_parameters=d.find_unused_parameters
-                       ) if ctx.distributed else None
+        self.par = wrap(self.model, cfg.dist, ctx)
         self.comm = Instrumentation(cfg.comm, ctx, self.model)
-        if self.ddp is not None:
-            self.comm.attach(self.ddp)
-        wrapped = self.ddp or self.model
-        self.forward = torch.compile(wrapped) if cfg.train.compile else wrapped
+        if self.par.ddp is not None:
+            self.comm.attach(self.par.ddp)
+        self.forward = torch.compile(self.par.module) if cfg.train.compile else self.par.module
         self.optimizer = build_optimizer(cfg.optim, self.model.parameters(), fused=ctx.device.type == "cuda")
         self.scheduler = build_scheduler(cfg.optim, self.optimizer, cfg.train.steps)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.train.precision == "fp16")
@@ -96,10 +91,7 @@ class Trainer:
             inputs, targets = inputs.to(self.ctx.device, non_blocking=True), targets.to(self.ctx.device, non_blocking=True)
             items += self.model.count_items(inputs)
             t1 = now()
-            # no_sync must wrap forward *and* backward: DDP decides at forward time whether
-            # the coming backward reduces, so wrapping only backward would still sync.
-            sync = contextlib.nullcontext() if last or self.ddp is None else self.ddp.no_sync()
-            with sync:
+            with self.par.sync_context(last):
                 with self._autocast():
                     # Divided so the accumulated gradient is the mean over the whole step's batch.
                     loss = self.forward(inputs, targets) / accum
@@ -225,4 +217,5 @@ class Trainer:
     def close(self) -> None:
         """Drop DDP and the optimizer before the process group goes (see teardown)."""
         self.comm.detach()
-        self.ddp = self.forward = self.optimizer = self.scheduler = None
+        self.par.close()
+        self.forward = self.optimizer = self.scheduler = None

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from train.build import Prepared, clear_old_run, fresh_run_dir
-from train.comm.report import network_layout, summary_table, write_png
+from train.comm.measure.report import network_layout, summary_table, write_png
 from train.config import to_toml
 from train.distributed import DistContext, seed_everything, setup, teardown
 from train.loop import Trainer

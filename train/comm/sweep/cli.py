@@ -16,8 +16,8 @@ import torch
 import torch.distributed as dist
 
 from train.comm.busbw import busbw_factor, gbit_per_s, gbyte_per_s
-from train.comm.collectives import OPS, Collective
-from train.comm.costmodel import fit_alpha_beta, format_rate, parse_rate
+from train.comm.sweep.collectives import OPS, Collective
+from train.comm.plan.costmodel import fit_alpha_beta, format_rate, parse_rate
 from train.distributed import DistConfig, setup, teardown
 from train.errors import UsageError, check_choice
 
@@ -180,7 +180,3 @@ def write_tensorboard(rows: list[dict], folder: str) -> None:
         for r in rows:  # x axis: message size in bytes
             for key in ("busbw_gbit_s", "algbw_gbit_s", "time_us"):
                 w.add_scalar(f"sweep/{r['op']}_{key}", r[key], r["bytes"])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from train.comm.costmodel import Link
+from train.comm.plan.costmodel import Link
 
 STANDARD_RATES_GBIT = (1, 10, 25, 100, 200, 400, 800)
 

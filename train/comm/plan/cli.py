@@ -13,8 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from train.comm.costmodel import Link, format_rate, load_calibration, parse_rate
-from train.comm.replay import STANDARD_RATES_GBIT, predict, required_rate, synthetic_timeline
+from train.comm.plan.costmodel import Link, format_rate, load_calibration, parse_rate
+from train.comm.plan.replay import STANDARD_RATES_GBIT, predict, required_rate, synthetic_timeline
 from train.errors import UsageError
 
 ASSUMPTIONS = [
@@ -175,6 +175,3 @@ def main(argv=None) -> int:
     else:
         print_plan(result)
     return 0
-
-if __name__ == "__main__":
-    sys.exit(main())

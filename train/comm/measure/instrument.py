@@ -11,11 +11,11 @@ import statistics
 import time
 
 from train.comm.busbw import busbw_factor, gbit_per_s
-from train.comm.clock import clock_for
+from train.comm.measure.clock import clock_for
 from train.comm.config import CommConfig
-from train.comm.hooks import build_hook
-from train.comm.recorder import BucketRecorder
-from train.comm.wire import WireCounter, choose_interfaces
+from train.comm.measure.hooks import build_hook
+from train.comm.measure.recorder import BucketRecorder
+from train.comm.measure.wire import WireCounter, choose_interfaces
 from train.distributed import gather_objects
 
 WARMUP_STEPS = 2  # step 0 allocates and DDP rebuilds its buckets after it: keep both out of medians

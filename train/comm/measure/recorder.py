@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from train.comm.hooks import CollectiveCounter
+from train.comm.measure.hooks import CollectiveCounter
 
 
 @dataclass

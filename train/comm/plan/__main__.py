@@ -1,0 +1,5 @@
+import sys
+
+from train.comm.plan.cli import main
+
+sys.exit(main())
