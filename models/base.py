@@ -17,6 +17,11 @@ class ZooModel(nn.Module):
     def count_items(self, inputs: torch.Tensor) -> int:
         return int(inputs.numel() if self.unit == "tokens" else inputs.shape[0])
 
+    def shard_units(self) -> list[nn.Module]:
+        """Submodules that sharded data parallel wraps one by one (each all-gathers its parameters
+        just before it runs and frees them after); the rest belongs to the root unit."""
+        return []
+
     def num_params(self) -> int:
         """Trainable parameters; a tied tensor counts once (parameters() deduplicates)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

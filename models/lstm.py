@@ -60,6 +60,11 @@ class LSTMLanguageModel(ZooModel):
     def reset_state(self) -> None:
         """Nothing to reset between batches: the state never outlives a forward (see class docstring)."""
 
+    def shard_units(self) -> list[nn.Module]:
+        # nn.LSTM runs its stacked layers in one fused call, so the stack is one unit; the
+        # embedding and the head (possibly tied to it) stay with the root.
+        return [self.lstm]
+
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
         out, _ = self.lstm(self.embed(inputs))  # (B, T) -> (B, T, hidden); zero initial state
         return self.head(self.drop(out))        # (B, T, vocab)

@@ -43,6 +43,9 @@ class MLP(ZooModel):
                 layers += [nn.ReLU(), nn.Dropout(cfg.dropout)]
         self.net = nn.Sequential(nn.Flatten(), *layers)
 
+    def shard_units(self) -> list[nn.Module]:
+        return [m for m in self.net if isinstance(m, nn.Linear)]  # one unit per layer
+
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.net(inputs)  # (B, C, H, W) -> (B, classes)
 

@@ -107,6 +107,9 @@ class Transformer(ZooModel):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
+    def shard_units(self) -> list[nn.Module]:
+        return list(self.blocks)  # the embeddings and the head stay with the root (the head may be tied)
+
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
         T = inputs.shape[1]  # inputs (B, T) token ids -> logits (B, T, vocab)
         x = self.drop(self.tok(inputs) + self.pos(torch.arange(T, device=inputs.device)))

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from models import build_model
-from train import checkpoint
+from train import checkpoint, checkpoint_sharded
 from train.config import RunConfig
 from train.data import Datasets, ShardedBatches, build_datasets
 from train.distributed import pick_backend
@@ -77,14 +77,34 @@ def clear_old_run(folder: Path) -> None:
             path.unlink()
 
 
+def newest_checkpoint(run_dir: Path) -> tuple[Path, dict] | None:
+    """The newer of the run's newest good full checkpoint (DDP) and its newest sharded one."""
+    found = [f for f in (checkpoint.load_newest(run_dir), checkpoint_sharded.load_newest(run_dir)) if f]
+    return max(found, key=lambda f: int(f[1]["step"])) if found else None
+
+
 def load_resume(cfg: RunConfig, run_dir: Path | None, model) -> dict | None:
     resume = cfg.train.resume
     if resume == "off" or (resume == "auto" and run_dir is None):
         return None
-    found = checkpoint.load_newest(run_dir) if resume == "auto" else checkpoint.load_explicit(resume)
+    if resume == "auto":
+        found = newest_checkpoint(run_dir)
+    elif Path(resume).is_dir():
+        try:
+            found = Path(resume), checkpoint_sharded.read_train_state(resume)
+        except ValueError as e:
+            raise UsageError(f"train.resume={resume!r} {e}") from None
+    else:
+        found = checkpoint.load_explicit(resume)
     if found is None:
         return None
     path, state = found
+    if "model" not in state:  # sharded (DCP): shards load after wrapping, on every rank
+        check_sharded_resume(cfg, path, state, model)
+        return {**state, "dcp": path}
+    if cfg.dist.strategy != "ddp" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError(f"checkpoint '{path}' was written by a ddp run and holds no shards: resume it with "
+                         f"dist.strategy=ddp (dist.strategy={cfg.dist.strategy} resumes from fsdp/hsdp checkpoints)")
     try:
         model.load_state_dict(state["model"])  # strict: a checkpoint of another model or shape fails here
     except (RuntimeError, KeyError) as e:
@@ -92,6 +112,27 @@ def load_resume(cfg: RunConfig, run_dir: Path | None, model) -> dict | None:
         raise UsageError(f"checkpoint '{path}' does not fit model {cfg.model.name}/{cfg.model.flavor} "
                          f"({first[1].strip() if len(first) > 1 else first[0] if first else type(e).__name__})") from None
     return state
+
+
+def check_sharded_resume(cfg: RunConfig, path: Path, state: dict, model) -> None:
+    mine = {"name": cfg.model.name, "flavor": cfg.model.flavor, "params": model.num_params()}
+    if state.get("model_id") != mine:
+        raise UsageError(f"checkpoint '{path}' does not fit model {cfg.model.name}/{cfg.model.flavor} "
+                         f"(it holds {state.get('model_id')})")
+
+
+def check_parallel(cfg: RunConfig, world: int, local_world: int) -> None:
+    """What only the strategy and the world size can tell, before any group starts."""
+    d = cfg.dist
+    if d.strategy == "ddp":
+        return
+    if cfg.comm.hook not in ("allreduce", "none"):
+        raise ConfigError(f"comm.hook={cfg.comm.hook!r} is a DDP comm hook and cannot be combined with "
+                          f"dist.strategy={d.strategy} (use comm.hook=allreduce, or dist.strategy=ddp)")
+    if cfg.train.precision == "fp16":
+        raise ConfigError(f"train.precision='fp16' is not supported with dist.strategy={d.strategy} "
+                          f"(use bf16: FSDP's mixed-precision policy needs no grad scaler)")
+    d.layout(world, local_world)
 
 
 def prepare(cfg: RunConfig, run_dir_arg: str | None) -> Prepared:
@@ -103,6 +144,7 @@ def prepare(cfg: RunConfig, run_dir_arg: str | None) -> Prepared:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    check_parallel(cfg, world, int(os.environ.get("LOCAL_WORLD_SIZE", str(world))))
     ShardedBatches(len(data.train), cfg.train.batch_size, 0, world, cfg.train.grad_accum, cfg.train.seed)
     run_dir = named_run_dir(cfg, run_dir_arg)
     if run_dir is not None:

@@ -14,13 +14,27 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from train.errors import check_choice, check_range
+from train.errors import ConfigError, check_choice, check_range
+
+
+STRATEGIES = ("ddp", "fsdp", "hsdp")
+REDUCE_DTYPES = ("fp32", "bf16")
 
 
 @dataclass(kw_only=True)
 class DistConfig:
     backend: str = "auto"
     """auto (nccl when CUDA is available, else gloo) | gloo | nccl."""
+    strategy: str = "ddp"
+    """ddp (replicate, all-reduce gradients) | fsdp (FSDP2 fully_shard over the whole world) |
+    hsdp (shard within groups of dist.shard_size ranks, replicate across the groups)."""
+    shard_size: int = 0
+    """hsdp: ranks per shard group; 0 = the ranks of one node (LOCAL_WORLD_SIZE)."""
+    reshard_after_forward: bool | int = True
+    """fsdp/hsdp, as FSDP2 defines it: true frees gathered parameters after forward (all-gathered
+    again in backward), false keeps them until backward, N reshards to groups of N ranks."""
+    reduce_dtype: str = "fp32"
+    """fsdp/hsdp with train.precision=bf16: dtype of the gradient reduce-scatter / all-reduce."""
     timeout_s: float = 600.0
     """Collective timeout: a peer that stops answering fails the job after this long."""
     bucket_cap_mb: float = 25.0
@@ -36,7 +50,32 @@ class DistConfig:
         check_choice("dist.backend", self.backend, ("auto", "gloo", "nccl"))
         check_range("dist.timeout_s", self.timeout_s, 0, lo_open=True)
         check_range("dist.bucket_cap_mb", self.bucket_cap_mb, 0, lo_open=True)
+        check_choice("dist.strategy", self.strategy, STRATEGIES)
+        if isinstance(self.shard_size, bool) or not isinstance(self.shard_size, int):
+            raise ConfigError(f"dist.shard_size={self.shard_size!r} has the wrong type (must be an integer)")
+        check_range("dist.shard_size", self.shard_size, 0)
+        r = self.reshard_after_forward
+        if not isinstance(r, (bool, int)) or (not isinstance(r, bool) and r < 1):
+            raise ConfigError(f"dist.reshard_after_forward={r!r} is not allowed (true, false, or a rank count >= 1)")
+        check_choice("dist.reduce_dtype", self.reduce_dtype, REDUCE_DTYPES)
 
+    def layout(self, world: int, local_world: int) -> tuple[int, int]:
+        """(shard_size, replicate_size) at this world size; checks what only the world can tell."""
+        if self.strategy == "ddp":
+            return 1, world
+        if self.strategy == "fsdp":
+            shard = world
+        else:
+            shard = self.shard_size or local_world
+            if world % shard:
+                raise ConfigError(f"dist.shard_size={shard} does not divide the world size {world}")
+            if shard == world and world > 1:
+                raise ConfigError(f"dist.shard_size={shard} equals the world size: hsdp would not replicate "
+                                  f"(use dist.strategy=fsdp, or a shard size that divides {world} into groups)")
+        r = self.reshard_after_forward
+        if not isinstance(r, bool) and (shard % r or r > shard):
+            raise ConfigError(f"dist.reshard_after_forward={r} does not divide the shard group of {shard} ranks")
+        return shard, world // shard
 
 @dataclass(frozen=True)
 class DistContext:
@@ -64,7 +103,6 @@ def pick_backend(requested: str) -> str:
     if requested == "auto":
         return "nccl" if torch.cuda.is_available() else "gloo"
     if requested == "nccl" and not torch.cuda.is_available():
-        from train.errors import ConfigError
         raise ConfigError("dist.backend='nccl' needs CUDA, and no GPU is visible (choose from auto, gloo)")
     return requested
 

@@ -6,7 +6,7 @@ reports its throughput unit; everything about the network is the comm instrument
 from __future__ import annotations
 
 import contextlib
-import math
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from train import checkpoint
+from train import checkpoint, checkpoint_sharded
 from train.comm.measure.instrument import Instrumentation
 from train.comm.measure.ranks import rank_figures
 from train.config import RunConfig, to_dict
@@ -51,19 +51,23 @@ class Trainer:
         self.stop = stop or StopRequest()
         self.model = model.to(ctx.device)
         self.start_step = 0
-        if resume is not None:  # before wrapping: DDP broadcasts rank 0's parameters at construction
-            self.model.load_state_dict(resume["model"])
+        if resume is not None:
+            if "model" in resume:  # before wrapping: DDP broadcasts rank 0's parameters at construction
+                self.model.load_state_dict(resume["model"])
             self.start_step = int(resume["step"])
-        self.par = wrap(self.model, cfg.dist, ctx)
-        self.comm = Instrumentation(cfg.comm, ctx, self.model)
-        if self.par.ddp is not None:
-            self.comm.attach(self.par.ddp)
+        self.comm = Instrumentation(cfg.comm, ctx, self.model)  # counts grad bytes before sharding
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        self.par = wrap(self.model, cfg.dist, ctx, cfg.train.precision, local_world)
+        self.comm.attach(self.par)
         self.forward = torch.compile(self.par.module) if cfg.train.compile else self.par.module
         self.optimizer = build_optimizer(cfg.optim, self.model.parameters(), fused=ctx.device.type == "cuda")
         self.scheduler = build_scheduler(cfg.optim, self.optimizer, cfg.train.steps)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.train.precision == "fp16")
-        if resume is not None:
+        if resume is not None and "dcp" in resume:  # sharded: every rank loads its own shards
+            checkpoint_sharded.load_into(resume["dcp"], self.model, self.optimizer)
+        elif resume is not None:
             self.optimizer.load_state_dict(resume["optimizer"])
+        if resume is not None:
             self.scheduler.load_state_dict(resume["scheduler"])
             self.scaler.load_state_dict(resume["scaler"])
             if resume.get("world_size") == ctx.world_size:
@@ -72,10 +76,12 @@ class Trainer:
         self.batches = ShardedBatches(len(data.train), t.batch_size, ctx.rank, ctx.world_size, t.grad_accum, t.seed)
         self.history = History()
         self.phase = "setup"  # what the rank was doing, for the one-line error when a peer is lost
+        self.step_phase = ("forward/backward with FSDP's all-gathers and reduce-scatters" if self.par.sharded
+                           else "forward/backward with the gradient all_reduce (DDP buckets)")
 
     # -- one optimizer step ------------------------------------------------------------------
     def _autocast(self):
-        dtype = PRECISIONS[self.cfg.train.precision]
+        dtype = PRECISIONS[self.cfg.train.precision] if self.par.autocast else None
         return torch.autocast(self.ctx.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
     def run_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -84,6 +90,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.ctx.device)
         items = 0
         t_step = now()
+        self.comm.begin_step()
         for micro in range(accum):
             last = micro == accum - 1
             t0 = now()
@@ -91,13 +98,13 @@ class Trainer:
             inputs, targets = inputs.to(self.ctx.device, non_blocking=True), targets.to(self.ctx.device, non_blocking=True)
             items += self.model.count_items(inputs)
             t1 = now()
+            self.comm.begin_forward()
             with self.par.sync_context(last):
                 with self._autocast():
                     # Divided so the accumulated gradient is the mean over the whole step's batch.
                     loss = self.forward(inputs, targets) / accum
                 t2 = now()
-                if last:
-                    self.comm.begin_backward()
+                self.comm.begin_backward(last)
                 self.scaler.scale(loss).backward()
             t3 = now()
             wall["data_ms"] += (t1 - t0) * 1e3
@@ -105,9 +112,9 @@ class Trainer:
             wall["backward_wall_ms"] += (t3 - t2) * 1e3
             loss_sum += loss.detach()
         t4 = now()
+        self.comm.end_backward()
         self.scaler.unscale_(self.optimizer)
-        clip = self.cfg.optim.grad_clip or math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        grad_norm = self.par.clip_grad_norm(self.cfg.optim.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -127,7 +134,7 @@ class Trainer:
         window: list[dict] = []
         step = self.start_step
         while step < t.steps and not self.stop.requested:
-            self.phase = f"step {step}: forward/backward with the gradient all_reduce (DDP buckets)"
+            self.phase = f"step {step}: {self.step_phase}"
             loss, grad_norm, wall = self.run_step(step)
             figures = self.comm.end_step(step, wall)
             window.append(figures)
@@ -185,14 +192,30 @@ class Trainer:
 
     def save_checkpoint(self, step: int) -> None:
         rng = gather_objects(torch.get_rng_state())  # every rank's stream, so resume is exact
+        m = self.cfg.model
+        state = {"step": step, "world_size": self.ctx.world_size, "rng": rng, "strategy": self.par.layout()["strategy"],
+                 "model_id": {"name": m.name, "flavor": m.flavor, "params": self.model.num_params()},
+                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()}
+        if self.par.sharded:  # every rank writes its shards
+            checkpoint_sharded.save(self.run_dir, step, self.model, self.optimizer, state,
+                                    self.cfg.train.keep_ckpts, self.ctx.is_main)
+            return
         if not self.ctx.is_main:
             return
-        m = self.cfg.model
-        state = {"step": step, "world_size": self.ctx.world_size, "rng": rng,
-                 "model_id": {"name": m.name, "flavor": m.flavor, "params": self.model.num_params()},
-                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()}
+        state.update({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()})
         checkpoint.save(self.run_dir, step, state, self.cfg.train.keep_ckpts)
+
+    def held_bytes(self) -> dict:
+        """Bytes of the parameter, gradient and optimizer tensors this rank holds (its shards when
+        sharded). Gradients are counted as their parameters' local shapes: they exist from backward
+        to the optimizer step."""
+        local = lambda t: t.to_local() if hasattr(t, "to_local") else t  # noqa: E731
+        params = [local(p) for p in self.model.parameters()]
+        optim = [local(v) for st in self.optimizer.state.values() for v in st.values() if torch.is_tensor(v)]
+        return {"param_bytes": sum(p.numel() * p.element_size() for p in params),
+                "grad_bytes": sum(p.numel() * p.element_size() for p, q in zip(params, self.model.parameters())
+                                  if q.requires_grad),
+                "optim_bytes": sum(v.numel() * v.element_size() for v in optim)}
 
     def summary(self) -> dict:
         h, t = self.history, self.cfg.train
@@ -209,7 +232,8 @@ class Trainer:
                "throughput": {f"{self.model.unit}_per_s": items / (step_ms / 1e3) if step_ms else None},
                "mfu_pct": self.mfu(items / (step_ms / 1e3)) if step_ms else None,
                "device_name": device_name(self.ctx.device), "precision": t.precision,
-               "memory": {k.split("/")[1]: v for k, v in memory_figures(self.ctx.device).items()},
+               "memory": {**self.held_bytes(), **{k.split("/")[1]: v for k, v in memory_figures(self.ctx.device).items()}},
+               "parallel": {**self.par.layout(), "world_size": self.ctx.world_size},
                "config": to_dict(self.cfg)}
         out.update(self.comm.summary())
         return out

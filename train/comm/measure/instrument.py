@@ -1,8 +1,9 @@
 """What the loop calls: per-step figures, log-step scalars, the run's comm summary.
 
-Vocabulary (DESIGN.md): grad bytes, sent bytes, comm time (first launch to last completion),
-exposed comm (end of backward compute to last completion), overlap = 1 - exposed / comm,
-algbw = sent bytes / comm time, busbw = algbw x the all-reduce factor, wire bytes.
+Vocabulary (DESIGN.md): grad bytes, sent bytes, comm time, exposed comm, overlap = 1 - exposed /
+comm, algbw = sent bytes / comm time, busbw = algbw x the op's factor, wire bytes. DDP runs are
+measured bucket by bucket (recorder.py: comm time = first launch to last completion, exposed =
+end of backward compute to last completion); sharded runs op by op (ops.py, sharded.py).
 """
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from train.comm.busbw import busbw_factor, gbit_per_s
 from train.comm.measure.clock import clock_for
 from train.comm.config import CommConfig
 from train.comm.measure.hooks import build_hook
+from train.comm.measure.ops import OpRecorder
 from train.comm.measure.recorder import BucketRecorder
+from train.comm.measure.sharded import OPS, sharded_step
 from train.comm.measure.wire import WireCounter, choose_interfaces
 from train.distributed import gather_objects
 
@@ -23,6 +26,9 @@ STEP_TAGS = ("time/step_ms", "time/data_ms", "time/forward_ms", "time/backward_m
 COMM_TAGS = ("time/exposed_comm_ms", "comm/grad_bytes", "comm/sent_bytes", "comm/buckets", "comm/time_ms",
              "comm/algbw_gbit_s", "comm/busbw_gbit_s", "comm/overlap_pct",
              "net/tx_bytes", "net/rx_bytes", "net/wire_ratio")
+SHARDED_TAGS = ("time/exposed_forward_ms", "time/exposed_backward_ms")
+OP_FIELDS = ("calls", "sent_bytes", "time_ms", "busbw_gbit_s")
+OP_TAGS = tuple(f"comm/{op}/{f}" for op in OPS for f in OP_FIELDS)
 
 
 def _median(values):
@@ -35,12 +41,28 @@ class Instrumentation:
         self.cfg, self.ctx = cfg, ctx
         self.enabled = ctx.distributed and cfg.hook != "none" and cfg.record
         self.factor = busbw_factor("all_reduce", ctx.world_size)
-        self.recorder = self.wire = self.ddp = None
+        self.recorder = self.ops = self.wire = self.ddp = None
+        self.strategy = "ddp"
+        self.grad_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
         self.steps: list[dict] = []  # every step's figures, for the summary and the report
         self.timelines: list[dict] = []
         self.logged_ddp = False
 
-    def attach(self, ddp) -> None:
+    @property
+    def measuring(self) -> bool:
+        return self.recorder is not None or self.ops is not None
+
+    def attach(self, par) -> None:
+        """Measure the wrapped model (train/parallel.py): DDP's buckets, or FSDP's ops."""
+        self.strategy = par.layout()["strategy"]
+        if par.ddp is not None:
+            self._attach_ddp(par.ddp)
+        elif par.sharded and self.enabled:
+            self.ops = OpRecorder(clock_for(self.ctx.device), par.units, record_all_reduce=par.replicate_size > 1)
+            self.ops.install()
+            self._attach_wire()
+
+    def _attach_ddp(self, ddp) -> None:
         if not self.enabled:
             if self.cfg.hook != "none" and not self.cfg.record:
                 ddp.register_comm_hook(*build_hook(self.cfg))  # the same hook, unmeasured
@@ -50,6 +72,9 @@ class Instrumentation:
         ddp.register_comm_hook(None, self.recorder.hook)
         self.recorder.counter.install()
         self.ddp = ddp
+        self._attach_wire()
+
+    def _attach_wire(self) -> None:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         self.wire = WireCounter(choose_interfaces(self.cfg.nic, self.ctx.world_size, local),
                                 self.ctx.world_size, ranks_on_link=local)
@@ -57,18 +82,40 @@ class Instrumentation:
     def detach(self) -> None:
         if self.recorder is not None:
             self.recorder.counter.uninstall()
+        if self.ops is not None:
+            self.ops.uninstall()
         self.ddp = None
 
-    def begin_backward(self) -> None:
-        if self.recorder is not None:
+    def begin_step(self) -> None:
+        """Start of the step's first forward: sharded runs communicate from here on."""
+        if self.ops is not None:
+            self.wall_origin = time.time()
+            self.ops.begin_step()
+
+    def begin_forward(self) -> None:
+        if self.ops is not None:
+            self.ops.phase = "forward"
+
+    def begin_backward(self, last: bool = True) -> None:
+        if self.ops is not None:
+            self.ops.phase = "backward"
+        elif self.recorder is not None and last:
             self.wall_origin = time.time()  # aligns ranks' timelines at the end of the run
             self.recorder.begin_backward()
+
+    def end_backward(self) -> None:
+        """The last backward returned: the optimizer's own collectives (a sharded gradient norm)
+        are not the step's gradient traffic."""
+        if self.ops is not None:
+            self.ops.stop()
 
     def end_step(self, step: int, wall: dict) -> dict:
         """The step's figures, keyed by their TensorBoard tags (plus `items` and `compute_ms`)."""
         fig = {"time/step_ms": wall["step_ms"], "time/data_ms": wall["data_ms"],
                "time/forward_ms": wall["forward_ms"], "time/optimizer_ms": wall["optimizer_ms"],
                "items": wall["items"]}
+        if self.ops is not None:
+            return self._end_sharded_step(step, wall, fig)
         if self.recorder is None:
             fig["time/backward_ms"] = wall["backward_wall_ms"]
             fig["compute_ms"] = wall["data_ms"] + wall["forward_ms"] + wall["backward_wall_ms"]
@@ -90,8 +137,10 @@ class Instrumentation:
             "comm/buckets": len(buckets), "comm/time_ms": comm_ms,
             "comm/algbw_gbit_s": algbw, "comm/busbw_gbit_s": algbw * self.factor,
             "comm/overlap_pct": 100 * (1 - exposed / comm_ms) if comm_ms > 0 else 100.0,
-            "compute_ms": wall["data_ms"] + wall["forward_ms"] + backward})
-        fig.update(self.wire.step(tl["sent_bytes"]))
+            "compute_ms": wall["data_ms"] + wall["forward_ms"] + backward,
+            "comm/all_reduce/calls": tl["collectives"], "comm/all_reduce/sent_bytes": tl["sent_bytes"],
+            "comm/all_reduce/time_ms": comm_ms, "comm/all_reduce/busbw_gbit_s": algbw * self.factor})
+        fig.update(self.wire.step(self.factor * tl["sent_bytes"]))
         self.steps.append(fig)
         self.timelines.append({
             "step": step, "step_ms": wall["step_ms"], "data_ms": wall["data_ms"], "forward_ms": wall["forward_ms"],
@@ -100,10 +149,42 @@ class Instrumentation:
             "wall_origin_s": self.wall_origin})
         return fig
 
+    def _end_sharded_step(self, step: int, wall: dict, fig: dict) -> dict:
+        self.ops.stop()
+        tl = self.ops.timeline()
+        s = sharded_step(tl)
+        exposed, comm_ms = s["exposed_ms"], s["comm_ms"]
+        forward = max(0.0, wall["forward_ms"] - s["exposed_forward_ms"])
+        backward = max(0.0, wall["backward_wall_ms"] - s["exposed_backward_ms"])
+        sent = sum(o["sent_bytes"] for o in s["ops"].values())
+        fig.update({
+            "time/forward_ms": forward, "time/backward_ms": backward, "time/exposed_comm_ms": exposed,
+            "time/exposed_forward_ms": s["exposed_forward_ms"], "time/exposed_backward_ms": s["exposed_backward_ms"],
+            "comm/grad_bytes": self.grad_bytes, "comm/sent_bytes": sent, "comm/time_ms": comm_ms,
+            "comm/overlap_pct": 100 * (1 - exposed / comm_ms) if comm_ms > 0 else 100.0,
+            "compute_ms": wall["data_ms"] + forward + backward})
+        for op, f in s["ops"].items():
+            fig.update({f"comm/{op}/{k}": f[k] for k in OP_FIELDS})
+        fig.update(self.wire.step(sum(f["wire_bytes"] for f in s["ops"].values())))
+        self.steps.append(fig)
+        self.timelines.append({
+            "step": step, "strategy": self.strategy, "world_size": self.ctx.world_size, "step_ms": wall["step_ms"],
+            "data_ms": wall["data_ms"], "forward_ms": forward, "backward_ms": backward,
+            "optimizer_ms": wall["optimizer_ms"], "compute_end_ms": wall["step_ms"] - wall["optimizer_ms"],
+            "exposed_ms": exposed, "exposed_forward_ms": s["exposed_forward_ms"],
+            "exposed_backward_ms": s["exposed_backward_ms"], "comm_ms": comm_ms,
+            "wall_origin_s": self.wall_origin, **tl})
+        return fig
+
     def window_scalars(self, window: list[dict]) -> dict:
         """Medians over the steps since the last log (medians keep exposed <= comm <= step)."""
-        tags = STEP_TAGS + (COMM_TAGS if self.recorder is not None else ())
-        return {tag: _median(f.get(tag) for f in window) for tag in tags}
+        tags = STEP_TAGS
+        if self.recorder is not None:
+            tags += COMM_TAGS + OP_TAGS
+        elif self.ops is not None:
+            tags += COMM_TAGS + SHARDED_TAGS + OP_TAGS
+        out = {tag: _median(f.get(tag) for f in window) for tag in tags}
+        return {k: v for k, v in out.items() if v is not None or k in STEP_TAGS + COMM_TAGS}
 
     def rank_vector(self, window: list[dict]) -> list[float]:
         """This rank's [step_ms, comm_ms, exposed_ms, compute_ms] for the log step's one gather."""
@@ -114,7 +195,7 @@ class Instrumentation:
         """Bucket-size histogram at log steps; DDP's own logging data once its buckets are final."""
         if not self.timelines:
             return
-        sizes = [b["grad_bytes"] for b in self.timelines[-1]["buckets"]]
+        sizes = [b["grad_bytes"] for b in self.timelines[-1].get("buckets", [])]
         if sizes:
             import torch
             sink.histogram("comm/bucket_bytes", torch.tensor(sizes, dtype=torch.float64), step)
@@ -126,7 +207,7 @@ class Instrumentation:
         return self.steps[WARMUP_STEPS:] or self.steps
 
     def summary(self) -> dict:
-        if self.recorder is None:
+        if not self.measuring:
             why = ("comm.hook=none" if self.cfg.hook == "none" else "comm.record=false" if not self.cfg.record
                    else "world size 1: nothing to communicate")
             return {"comm": {"hook": self.cfg.hook, "measured": False, "why": why}}
@@ -136,18 +217,29 @@ class Instrumentation:
         steady_tl = self.timelines[WARMUP_STEPS:] or self.timelines
         k = self.cfg.timeline_steps
         sample = [steady_tl[i * len(steady_tl) // k] for i in range(min(k, len(steady_tl)))] if k else []
-        add_peer_readiness(sample)
+        if self.recorder is not None:
+            add_peer_readiness(sample)
         sent = med("comm/sent_bytes")
+        ops = {op: {"calls_per_step": med(f"comm/{op}/calls"), "sent_bytes_per_step": med(f"comm/{op}/sent_bytes"),
+                    "time_ms_median": med(f"comm/{op}/time_ms"), "busbw_gbit_s_median": med(f"comm/{op}/busbw_gbit_s")}
+               for op in OPS if med(f"comm/{op}/calls") is not None}
+        comm = {"hook": self.cfg.hook if self.ops is None else "none (sharded)", "measured": True,
+                "grad_bytes_per_step": med("comm/grad_bytes"), "sent_bytes_per_step": sent,
+                "time_ms_median": comm_ms, "exposed_ms_median": exposed_ms,
+                "overlap_pct": 100 * (1 - exposed_ms / comm_ms) if comm_ms else 100.0, "ops": ops}
+        if self.recorder is not None:
+            comm.update({"buckets_per_step": med("comm/buckets"), "algbw_gbit_s_median": med("comm/algbw_gbit_s"),
+                         "busbw_gbit_s_median": med("comm/busbw_gbit_s"), "busbw_factor": self.factor})
+        else:
+            comm.update({"exposed_forward_ms_median": med("time/exposed_forward_ms"),
+                         "exposed_backward_ms_median": med("time/exposed_backward_ms")})
+        comm["timelines"] = sample
+        expected = self.wire.expected_per_rank(s) if s else 0.0
         return {
-            "comm": {"hook": self.cfg.hook, "measured": True, "grad_bytes_per_step": med("comm/grad_bytes"),
-                     "sent_bytes_per_step": sent, "buckets_per_step": med("comm/buckets"),
-                     "time_ms_median": comm_ms, "exposed_ms_median": exposed_ms,
-                     "overlap_pct": 100 * (1 - exposed_ms / comm_ms) if comm_ms else 100.0,
-                     "algbw_gbit_s_median": med("comm/algbw_gbit_s"), "busbw_gbit_s_median": med("comm/busbw_gbit_s"),
-                     "busbw_factor": self.factor, "timelines": sample},
+            "comm": comm,
             "net": {"iface": ",".join(self.wire.interfaces), "ranks_on_link": self.wire.ranks_on_link,
                     "tx_bytes_per_step": med("net/tx_bytes"), "rx_bytes_per_step": med("net/rx_bytes"),
-                    "expected_tx_bytes_per_step": self.factor * (sent or 0) * self.wire.ranks_on_link,
+                    "expected_tx_bytes_per_step": expected * self.wire.ranks_on_link,
                     "wire_ratio": med("net/wire_ratio")}}
 
 

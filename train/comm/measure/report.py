@@ -43,20 +43,25 @@ def summary_table(summary: dict) -> str:
     c, n = summary.get("comm", {}), summary.get("net", {})
     if not c.get("measured"):
         return f"comm: not measured ({c.get('why', 'instrumentation off')})"
-    head = f"Communication per step (hook {c['hook']}, {summary['backend']}, world {summary['world_size']}, median over steady steps)"
-    rows = [
-        ("grad bytes", _fmt_bytes(c["grad_bytes_per_step"])),
-        ("sent bytes", _fmt_bytes(c["sent_bytes_per_step"])),
-        ("buckets", _fmt(c["buckets_per_step"], ".0f")),
-        ("comm time", _fmt(c["time_ms_median"], ".2f") + " ms"),
-        ("exposed comm", _fmt(c["exposed_ms_median"], ".2f") + " ms"),
-        ("overlap", _fmt(c["overlap_pct"], ".1f") + " %"),
-        ("step time", _fmt(summary["time"]["step_ms_median"], ".2f") + " ms"),
-        ("algbw", _fmt(c["algbw_gbit_s_median"], ".3f") + " Gbit/s"),
-        ("busbw", _fmt(c["busbw_gbit_s_median"], ".3f") + f" Gbit/s (x{c['busbw_factor']:.2f})"),
-        (f"wire tx ({n.get('iface')})", _fmt_bytes(n.get("tx_bytes_per_step"))),
-        ("wire / ring expectation", _fmt(n.get("wire_ratio"), ".3f")),
-    ]
+    strategy = summary.get("parallel", {}).get("strategy", "ddp")
+    what = f"hook {c['hook']}" if strategy == "ddp" else strategy
+    head = f"Communication per step ({what}, {summary['backend']}, world {summary['world_size']}, median over steady steps)"
+    rows = [("grad bytes", _fmt_bytes(c["grad_bytes_per_step"])), ("sent bytes", _fmt_bytes(c["sent_bytes_per_step"]))]
+    if strategy == "ddp":
+        rows.append(("buckets", _fmt(c.get("buckets_per_step"), ".0f")))
+    rows += [("comm time", _fmt(c["time_ms_median"], ".2f") + " ms"),
+             ("exposed comm", _fmt(c["exposed_ms_median"], ".2f") + " ms"),
+             ("overlap", _fmt(c["overlap_pct"], ".1f") + " %"),
+             ("step time", _fmt(summary["time"]["step_ms_median"], ".2f") + " ms")]
+    if strategy == "ddp":
+        rows += [("algbw", _fmt(c.get("algbw_gbit_s_median"), ".3f") + " Gbit/s"),
+                 ("busbw", _fmt(c.get("busbw_gbit_s_median"), ".3f") + f" Gbit/s (x{c.get('busbw_factor', 1):.2f})")]
+    else:
+        for op, f in c.get("ops", {}).items():
+            rows.append((f"{op}", f"{_fmt(f['calls_per_step'], '.0f')} calls, {_fmt_bytes(f['sent_bytes_per_step'])}, "
+                                  f"{_fmt(f['time_ms_median'], '.2f')} ms, busbw {_fmt(f['busbw_gbit_s_median'], '.3f')} Gbit/s"))
+    rows += [(f"wire tx ({n.get('iface')})", _fmt_bytes(n.get("tx_bytes_per_step"))),
+             ("wire / ring expectation", _fmt(n.get("wire_ratio"), ".3f"))]
     width = max(len(k) for k, _ in rows)
     return "\n".join([head] + [f"  {k:<{width}}  {v}" for k, v in rows])
 

@@ -1,16 +1,15 @@
 """Wire bytes: what the NIC counted (psutil per-interface counters) against the ring expectation.
 
 Counters are per interface, so they hold every local rank's traffic (and anything else the
-machine sends: the rendezvous store, headers, retransmits). The expectation is therefore the
-ring all-reduce's 2(n-1)/n x sent bytes per rank, times the ranks of this node on that link.
+machine sends: the rendezvous store, headers, retransmits). The expectation is therefore what
+the ring algorithm puts on each rank's link (each op's busbw factor x its sent bytes: 2(n-1)/n
+for an all-reduce, (n-1)/n for a gather or scatter), times the ranks of this node on that link.
 """
 from __future__ import annotations
 
 import os
 
 import psutil
-
-from train.comm.busbw import busbw_factor
 
 
 def choose_interfaces(requested: str, world_size: int, local_world_size: int) -> list[str]:
@@ -33,7 +32,6 @@ def choose_interfaces(requested: str, world_size: int, local_world_size: int) ->
 class WireCounter:
     def __init__(self, interfaces: list[str], world_size: int, ranks_on_link: int):
         self.interfaces = interfaces
-        self.factor = busbw_factor("all_reduce", world_size)
         self.ranks_on_link = ranks_on_link
         self.last = self._read()
 
@@ -42,11 +40,17 @@ class WireCounter:
         found = [counters[n] for n in self.interfaces if n in counters]
         return sum(c.bytes_sent for c in found), sum(c.bytes_recv for c in found)
 
-    def step(self, sent_bytes: int) -> dict:
-        """Counter deltas since the previous call and their ratio to the ring expectation."""
+    def step(self, ring_bytes: float) -> dict:
+        """Counter deltas since the previous call and their ratio to the ring expectation
+        (`ring_bytes`: what the ring puts on one rank's link this step)."""
         now = self._read()
         tx, rx = now[0] - self.last[0], now[1] - self.last[1]
         self.last = now
-        expected = self.factor * sent_bytes * self.ranks_on_link
-        return {"net/tx_bytes": tx, "net/rx_bytes": rx,
+        expected = ring_bytes * self.ranks_on_link
+        return {"net/tx_bytes": tx, "net/rx_bytes": rx, "net/expected_bytes": ring_bytes,
                 "net/wire_ratio": tx / expected if expected else None}
+
+    @staticmethod
+    def expected_per_rank(steps: list[dict]) -> float:
+        values = sorted(s["net/expected_bytes"] for s in steps if s.get("net/expected_bytes") is not None)
+        return values[len(values) // 2] if values else 0.0
