@@ -25,13 +25,14 @@ def padded_numel(shapes, group: int) -> int:
     return sum(math.ceil(s[0] / group) * group * math.prod(s[1:]) for s in shapes)
 
 
-def expected_ops(shapes_per_unit, world: int, shard: int, reshard: bool) -> dict:
+def expected_ops(shapes_per_unit, world: int, shard: int, reshard: bool, param_size=4, reduce_size=4) -> dict:
     units = [s for s in shapes_per_unit if s]
-    gathered = sum(padded_numel(s, shard) for s in units) * 4
+    gathered = sum(padded_numel(s, shard) for s in units) * param_size
+    reduced = gathered // param_size * reduce_size
     out = {"all_gather": {"calls": len(units) * (2 if reshard else 1), "sent_bytes": gathered * (2 if reshard else 1)},
-           "reduce_scatter": {"calls": len(units), "sent_bytes": gathered}}
+           "reduce_scatter": {"calls": len(units), "sent_bytes": reduced}}
     if world > shard:  # HSDP: each rank all-reduces its gradient shard across the replicas
-        out["all_reduce"] = {"calls": len(units), "sent_bytes": gathered // shard}
+        out["all_reduce"] = {"calls": len(units), "sent_bytes": reduced // shard}
     return out
 
 
@@ -60,15 +61,17 @@ def bare_model(recipe, overrides):
     return prepare(load_config(recipe, None, [o for o in overrides if not o.startswith("dist.")]), None).model
 
 
-@pytest.mark.parametrize("recipe, extra, reshard", [
-    ("transformer", [], True),
-    ("mlp", ["dist.reshard_after_forward=false", "train.grad_accum=2"], False),
+@pytest.mark.parametrize("recipe, extra, reshard, sizes", [
+    ("transformer", [], True, (4, 4)),
+    ("mlp", ["dist.reshard_after_forward=false", "train.grad_accum=2"], False, (4, 4)),
+    ("lstm", ["train.precision=bf16"], True, (2, 4)),  # bf16 parameters gathered, fp32 gradients reduced
+    ("mlp", ["train.precision=bf16", "dist.reduce_dtype=bf16"], True, (2, 2)),
 ])
-def test_fsdp_op_bytes_equal_the_shape_arithmetic(tmp_path, recipe, extra, reshard):
+def test_fsdp_op_bytes_equal_the_shape_arithmetic(tmp_path, recipe, extra, reshard, sizes):
     overrides = tiny(recipe, "dist.strategy=fsdp", *extra)
     got = run_figures(tmp_path, 2, recipe, overrides)
     accum = 2 if "train.grad_accum=2" in extra else 1
-    want = expected_ops(unit_shapes(bare_model(recipe, overrides)), 2, 2, reshard)
+    want = expected_ops(unit_shapes(bare_model(recipe, overrides)), 2, 2, reshard, *sizes)
     want["all_gather"] = {k: v * accum for k, v in want["all_gather"].items()}  # every micro-step gathers
     for fig in got["figs"]:
         for op, w in want.items():
@@ -101,3 +104,26 @@ def test_fsdp_follows_the_ddp_trajectory_and_holds_half_the_memory(tmp_path):
     assert fsdp["held"]["param_bytes"] == local == fsdp["held"]["grad_bytes"]
     assert ddp["held"]["param_bytes"] == sum(math.prod(s) for s in shapes) * 4
     assert 0.45 < fsdp["held"]["param_bytes"] / ddp["held"]["param_bytes"] <= 0.55
+
+
+def optimizers_worker(rank, world, out):
+    """Every optimizer, with clipping and eval, trains under fsdp and hsdp-like sharding alike."""
+    results = {}
+    for name in ("adam", "adamw", "rmsprop", "sgd"):
+        trainer = make_trainer("mlp", tiny("mlp", "dist.strategy=fsdp", f"optim.name={name}", "optim.grad_clip=0.5",
+                                           "optim.lr=1e-2", "optim.warmup_steps=0", "train.eval_batches=2"))
+        losses = [trainer.run_step(step)[0].item() for step in range(6)]
+        _, norm, _ = trainer.run_step(6)
+        trainer._eval(6)
+        results[name] = (losses[0], losses[-1], float(norm), trainer.history.eval_loss)
+        trainer.close()
+    if rank == 0:
+        torch.save(results, out)
+
+
+def test_every_optimizer_clips_and_evaluates_under_fsdp(tmp_path):
+    out = tmp_path / "optim.pt"
+    run_ranks(optimizers_worker, 2, tmp_path, str(out), timeout=240)
+    for name, (first, last, norm, eval_loss) in torch.load(out).items():
+        assert last < first, name
+        assert math.isfinite(norm) and norm > 0 and math.isfinite(eval_loss), name
