@@ -17,6 +17,7 @@ from train.comm.config import CommConfig
 from train.comm.measure.hooks import build_hook
 from train.comm.measure.ops import OpRecorder
 from train.comm.measure.recorder import BucketRecorder
+from train.comm.measure.sample import TimelineSample
 from train.comm.measure.sharded import OPS, sharded_step
 from train.comm.measure.wire import WireCounter, choose_interfaces
 from train.distributed import gather_objects
@@ -45,7 +46,9 @@ class Instrumentation:
         self.strategy = "ddp"
         self.grad_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
         self.steps: list[dict] = []  # every step's figures, for the summary and the report
-        self.timelines: list[dict] = []
+        self.timelines = TimelineSample(cfg.timeline_steps, WARMUP_STEPS)
+        self.wire_windows: list[dict] = []  # per-step wire figures of the last log windows (not the first)
+        self.windows_read = 0
         self.logged_ddp = False
 
     @property
@@ -122,31 +125,29 @@ class Instrumentation:
             self.steps.append(fig)
             return fig
         self.recorder.stop()
-        tl = self.recorder.timeline()
-        buckets = tl["buckets"]
-        compute_end = max((b["ready_ms"] for b in buckets), default=0.0)  # the last gradient was produced
-        last_done = max((b["done_ms"] for b in buckets), default=0.0)
-        first_launch = min((b["launch_ms"] for b in buckets), default=0.0)
-        exposed = max(0.0, last_done - compute_end)
-        comm_ms = last_done - first_launch
+        f = self.recorder.figures()
+        exposed = max(0.0, f["last_done_ms"] - f["compute_end_ms"])  # after the last gradient was produced
+        comm_ms = f["last_done_ms"] - f["first_launch_ms"]
         backward = max(0.0, wall["backward_wall_ms"] - exposed)
-        algbw = gbit_per_s(tl["sent_bytes"], comm_ms / 1e3)
+        algbw = gbit_per_s(f["sent_bytes"], comm_ms / 1e3)
         fig.update({
             "time/backward_ms": backward, "time/exposed_comm_ms": exposed,
-            "comm/grad_bytes": sum(b["grad_bytes"] for b in buckets), "comm/sent_bytes": tl["sent_bytes"],
-            "comm/buckets": len(buckets), "comm/time_ms": comm_ms,
+            "comm/grad_bytes": f["grad_bytes"], "comm/sent_bytes": f["sent_bytes"],
+            "comm/buckets": f["buckets"], "comm/time_ms": comm_ms,
             "comm/algbw_gbit_s": algbw, "comm/busbw_gbit_s": algbw * self.factor,
             "comm/overlap_pct": 100 * (1 - exposed / comm_ms) if comm_ms > 0 else 100.0,
-            "compute_ms": wall["data_ms"] + wall["forward_ms"] + backward,
-            "comm/all_reduce/calls": tl["collectives"], "comm/all_reduce/sent_bytes": tl["sent_bytes"],
+            "compute_ms": wall["data_ms"] + wall["forward_ms"] + backward, "ring_bytes": self.factor * f["sent_bytes"],
+            "comm/all_reduce/calls": f["collectives"], "comm/all_reduce/sent_bytes": f["sent_bytes"],
             "comm/all_reduce/time_ms": comm_ms, "comm/all_reduce/busbw_gbit_s": algbw * self.factor})
-        fig.update(self.wire.step(self.factor * tl["sent_bytes"]))
         self.steps.append(fig)
-        self.timelines.append({
-            "step": step, "step_ms": wall["step_ms"], "data_ms": wall["data_ms"], "forward_ms": wall["forward_ms"],
-            "backward_ms": backward, "optimizer_ms": wall["optimizer_ms"], "compute_end_ms": compute_end,
-            "exposed_ms": exposed, "comm_ms": comm_ms, "collectives": tl["collectives"], "buckets": buckets,
-            "wall_origin_s": self.wall_origin})
+        if self.timelines.wants(step):  # a full timeline only for the steps the sample keeps
+            tl = self.recorder.timeline()
+            self.timelines.add({
+                "step": step, "strategy": self.strategy, "world_size": self.ctx.world_size,
+                "step_ms": wall["step_ms"], "data_ms": wall["data_ms"], "forward_ms": wall["forward_ms"],
+                "backward_ms": backward, "optimizer_ms": wall["optimizer_ms"], "compute_end_ms": f["compute_end_ms"],
+                "exposed_ms": exposed, "comm_ms": comm_ms, "collectives": tl["collectives"], "buckets": tl["buckets"],
+                "wall_origin_s": self.wall_origin})
         return fig
 
     def _end_sharded_step(self, step: int, wall: dict, fig: dict) -> dict:
@@ -162,12 +163,14 @@ class Instrumentation:
             "time/exposed_forward_ms": s["exposed_forward_ms"], "time/exposed_backward_ms": s["exposed_backward_ms"],
             "comm/grad_bytes": self.grad_bytes, "comm/sent_bytes": sent, "comm/time_ms": comm_ms,
             "comm/overlap_pct": 100 * (1 - exposed / comm_ms) if comm_ms > 0 else 100.0,
-            "compute_ms": wall["data_ms"] + forward + backward})
+            "compute_ms": wall["data_ms"] + forward + backward,
+            "ring_bytes": sum(f["wire_bytes"] for f in s["ops"].values())})
         for op, f in s["ops"].items():
             fig.update({f"comm/{op}/{k}": f[k] for k in OP_FIELDS})
-        fig.update(self.wire.step(sum(f["wire_bytes"] for f in s["ops"].values())))
         self.steps.append(fig)
-        self.timelines.append({
+        if not self.timelines.wants(step):
+            return fig
+        self.timelines.add({
             "step": step, "strategy": self.strategy, "world_size": self.ctx.world_size, "step_ms": wall["step_ms"],
             "data_ms": wall["data_ms"], "forward_ms": forward, "backward_ms": backward,
             "optimizer_ms": wall["optimizer_ms"], "compute_end_ms": wall["step_ms"] - wall["optimizer_ms"],
@@ -183,7 +186,13 @@ class Instrumentation:
             tags += COMM_TAGS + OP_TAGS
         elif self.ops is not None:
             tags += COMM_TAGS + SHARDED_TAGS + OP_TAGS
-        out = {tag: _median(f.get(tag) for f in window) for tag in tags}
+        out = {tag: _median(f.get(tag) for f in window) for tag in tags if not tag.startswith("net/")}
+        if self.wire is not None:
+            wire = self.wire.window(len(window), _median(f.get("ring_bytes") for f in window) or 0.0)
+            if self.windows_read:  # the first window holds start-up traffic
+                self.wire_windows = [*self.wire_windows[-255:], wire]
+            self.windows_read += 1
+            out.update(wire)
         return {k: v for k, v in out.items() if v is not None or k in STEP_TAGS + COMM_TAGS}
 
     def rank_vector(self, window: list[dict]) -> list[float]:
@@ -193,9 +202,10 @@ class Instrumentation:
 
     def log_extras(self, sink, step: int) -> None:
         """Bucket-size histogram at log steps; DDP's own logging data once its buckets are final."""
-        if not self.timelines:
+        last = self.timelines.last()
+        if last is None:
             return
-        sizes = [b["grad_bytes"] for b in self.timelines[-1].get("buckets", [])]
+        sizes = [b["grad_bytes"] for b in last.get("buckets", [])]
         if sizes:
             import torch
             sink.histogram("comm/bucket_bytes", torch.tensor(sizes, dtype=torch.float64), step)
@@ -214,9 +224,7 @@ class Instrumentation:
         s = self.steady()
         med = lambda tag: _median(f.get(tag) for f in s)  # noqa: E731
         comm_ms, exposed_ms = med("comm/time_ms"), med("time/exposed_comm_ms")
-        steady_tl = self.timelines[WARMUP_STEPS:] or self.timelines
-        k = self.cfg.timeline_steps
-        sample = [steady_tl[i * len(steady_tl) // k] for i in range(min(k, len(steady_tl)))] if k else []
+        sample = self.timelines.sample()
         if self.recorder is not None:
             add_peer_readiness(sample)
         sent = med("comm/sent_bytes")
@@ -234,13 +242,14 @@ class Instrumentation:
             comm.update({"exposed_forward_ms_median": med("time/exposed_forward_ms"),
                          "exposed_backward_ms_median": med("time/exposed_backward_ms")})
         comm["timelines"] = sample
-        expected = self.wire.expected_per_rank(s) if s else 0.0
+        windows = self.wire_windows or []
+        wmed = lambda tag: _median(w.get(tag) for w in windows)  # noqa: E731
         return {
             "comm": comm,
             "net": {"iface": ",".join(self.wire.interfaces), "ranks_on_link": self.wire.ranks_on_link,
-                    "tx_bytes_per_step": med("net/tx_bytes"), "rx_bytes_per_step": med("net/rx_bytes"),
-                    "expected_tx_bytes_per_step": expected * self.wire.ranks_on_link,
-                    "wire_ratio": med("net/wire_ratio")}}
+                    "tx_bytes_per_step": wmed("net/tx_bytes"), "rx_bytes_per_step": wmed("net/rx_bytes"),
+                    "expected_tx_bytes_per_step": (med("ring_bytes") or 0.0) * self.wire.ranks_on_link,
+                    "wire_ratio": wmed("net/wire_ratio")}}
 
 
 def add_peer_readiness(sample: list[dict]) -> None:

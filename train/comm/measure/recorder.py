@@ -54,6 +54,18 @@ class BucketRecorder:
 
         return fut.then(completed)
 
+    def figures(self) -> dict:
+        """The step's totals in ms since backward began, without building per-bucket rows."""
+        ms = lambda mark: self.clock.ms_between(self.origin, mark)  # noqa: E731
+        if not self.buckets:
+            return {"compute_end_ms": 0.0, "last_done_ms": 0.0, "first_launch_ms": 0.0, "grad_bytes": 0,
+                    "buckets": 0, "sent_bytes": self.counter.bytes, "collectives": self.counter.calls}
+        ready = [ms(b.ready) for b in self.buckets]
+        done = [ms(b.done) if b.done is not None else r for b, r in zip(self.buckets, ready)]
+        return {"compute_end_ms": max(ready), "last_done_ms": max(done), "first_launch_ms": min(ready),
+                "grad_bytes": sum(b.grad_bytes for b in self.buckets), "buckets": len(self.buckets),
+                "sent_bytes": self.counter.bytes, "collectives": self.counter.calls}
+
     def timeline(self) -> dict:
         """The step's buckets in ms since backward began; call after the step finished."""
         ms = lambda mark: self.clock.ms_between(self.origin, mark)  # noqa: E731
