@@ -14,6 +14,7 @@ import time
 from train.comm.busbw import busbw_factor, gbit_per_s
 from train.comm.measure.clock import clock_for
 from train.comm.config import CommConfig
+from train.comm.measure.expect import LinkShare
 from train.comm.measure.hooks import build_hook
 from train.comm.measure.ops import OpRecorder
 from train.comm.measure.recorder import BucketRecorder
@@ -43,6 +44,7 @@ class Instrumentation:
         self.enabled = ctx.distributed and cfg.hook != "none" and cfg.record
         self.factor = busbw_factor("all_reduce", ctx.world_size)
         self.recorder = self.ops = self.wire = self.ddp = None
+        self.shard_size = ctx.world_size
         self.strategy = "ddp"
         self.grad_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
         self.steps: list[dict] = []  # every step's figures, for the summary and the report
@@ -58,6 +60,7 @@ class Instrumentation:
     def attach(self, par) -> None:
         """Measure the wrapped model (train/parallel.py): DDP's buckets, or FSDP's ops."""
         self.strategy = par.layout()["strategy"]
+        self.shard_size = par.shard_size
         if par.ddp is not None:
             self._attach_ddp(par.ddp)
         elif par.sharded and self.enabled:
@@ -79,8 +82,10 @@ class Instrumentation:
 
     def _attach_wire(self) -> None:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        self.wire = WireCounter(choose_interfaces(self.cfg.nic, self.ctx.world_size, local),
-                                self.ctx.world_size, ranks_on_link=local)
+        interfaces = choose_interfaces(self.cfg.nic, self.ctx.world_size, local)
+        self.wire = WireCounter(interfaces, self.ctx.world_size, ranks_on_link=local)
+        self.share = LinkShare(self.ctx.rank, self.ctx.world_size, local, self.shard_size,
+                               loopback=interfaces == ["lo"], backend=self.ctx.backend)
 
     def detach(self) -> None:
         if self.recorder is not None:
@@ -136,7 +141,7 @@ class Instrumentation:
             "comm/buckets": f["buckets"], "comm/time_ms": comm_ms,
             "comm/algbw_gbit_s": algbw, "comm/busbw_gbit_s": algbw * self.factor,
             "comm/overlap_pct": 100 * (1 - exposed / comm_ms) if comm_ms > 0 else 100.0,
-            "compute_ms": wall["data_ms"] + wall["forward_ms"] + backward, "ring_bytes": self.factor * f["sent_bytes"],
+            "compute_ms": wall["data_ms"] + wall["forward_ms"] + backward, "ring_bytes": self.share.bytes("all_reduce", "world", self.ctx.world_size, f["sent_bytes"]),
             "comm/all_reduce/calls": f["collectives"], "comm/all_reduce/sent_bytes": f["sent_bytes"],
             "comm/all_reduce/time_ms": comm_ms, "comm/all_reduce/busbw_gbit_s": algbw * self.factor})
         self.steps.append(fig)
@@ -164,7 +169,8 @@ class Instrumentation:
             "comm/grad_bytes": self.grad_bytes, "comm/sent_bytes": sent, "comm/time_ms": comm_ms,
             "comm/overlap_pct": 100 * (1 - exposed / comm_ms) if comm_ms > 0 else 100.0,
             "compute_ms": wall["data_ms"] + forward + backward,
-            "ring_bytes": sum(f["wire_bytes"] for f in s["ops"].values())})
+            "ring_bytes": sum(self.share.bytes(op, f["group"], f["group_size"], f["sent_bytes"])
+                              for op, f in s["ops"].items())})
         for op, f in s["ops"].items():
             fig.update({f"comm/{op}/{k}": f[k] for k in OP_FIELDS})
         self.steps.append(fig)
@@ -248,7 +254,7 @@ class Instrumentation:
             "comm": comm,
             "net": {"iface": ",".join(self.wire.interfaces), "ranks_on_link": self.wire.ranks_on_link,
                     "tx_bytes_per_step": wmed("net/tx_bytes"), "rx_bytes_per_step": wmed("net/rx_bytes"),
-                    "expected_tx_bytes_per_step": (med("ring_bytes") or 0.0) * self.wire.ranks_on_link,
+                    "expected_tx_bytes_per_step": med("ring_bytes") or 0.0,
                     "wire_ratio": wmed("net/wire_ratio")}}
 
 

@@ -49,9 +49,9 @@ def op_figures(ops: list[dict]) -> dict:
         sent = sum(o["sent_bytes"] for o in mine)
         time_ms = sum(o["done_ms"] - o["launch_ms"] for o in mine)
         algbw = gbit_per_s(sent, time_ms / 1e3)
+        size = max(1, mine[0]["group_size"])
         out[name] = {"calls": len(mine), "sent_bytes": sent, "time_ms": time_ms,
-                     "busbw_gbit_s": algbw * busbw_factor(name, max(1, mine[0]["group_size"])),
-                     "wire_bytes": sum(busbw_factor(name, max(1, o["group_size"])) * o["sent_bytes"] for o in mine)}
+                     "busbw_gbit_s": algbw * busbw_factor(name, size), "group": mine[0]["group"], "group_size": size}
     return out
 
 

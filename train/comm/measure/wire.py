@@ -1,9 +1,8 @@
 """Wire bytes: what the NIC counted (psutil per-interface counters) against the ring expectation.
 
 Counters are per interface, so they hold every local rank's traffic (and anything else the
-machine sends: the rendezvous store, headers, retransmits). The expectation is therefore what
-the ring algorithm puts on each rank's link (each op's busbw factor x its sent bytes: 2(n-1)/n
-for an all-reduce, (n-1)/n for a gather or scatter), times the ranks of this node on that link.
+machine sends: the rendezvous store, headers, retransmits). The expectation (expect.py) is
+what the step's collectives put on this node's link.
 """
 from __future__ import annotations
 
@@ -42,10 +41,10 @@ class WireCounter:
 
     def window(self, steps: int, ring_bytes: float) -> dict:
         """Per-step counter deltas over the `steps` since the previous call, and their ratio to
-        the ring expectation (`ring_bytes`: what the ring puts on one rank's link per step).
+        the expectation (`ring_bytes`: what the step's collectives put on this node's link).
         Read at log steps only: one read costs ~0.2 ms, too much for every small step."""
         now = self._read()
         tx, rx = (now[0] - self.last[0]) / max(1, steps), (now[1] - self.last[1]) / max(1, steps)
         self.last = now
-        expected = ring_bytes * self.ranks_on_link
+        expected = ring_bytes
         return {"net/tx_bytes": tx, "net/rx_bytes": rx, "net/wire_ratio": tx / expected if expected else None}
