@@ -16,6 +16,7 @@ import torch
 
 from train import checkpoint, checkpoint_sharded
 from train.comm.measure.instrument import Instrumentation
+from train.comm.measure.sample import EvenSample
 from train.comm.measure.ranks import rank_figures
 from train.config import RunConfig, to_dict
 from train.data import Datasets, ShardedBatches
@@ -35,12 +36,22 @@ def now() -> float:
 
 @dataclass
 class History:
-    """What the summary needs from the whole run (rank-local unless said)."""
-    step_ms: list = field(default_factory=list)
+    """What the summary needs from the whole run (rank-local unless said), bounded in memory."""
+    step_ms: EvenSample = field(default_factory=lambda: EvenSample(1024, first_step=0))
     first_loss: float | None = None  # mean over ranks
     final_loss: float | None = None  # mean over ranks
     eval_loss: float | None = None
     steps_done: int = 0
+
+    def add_step(self, step: int, step_ms: float) -> None:
+        if self.step_ms.wants(step):
+            self.step_ms.add((step, step_ms))
+
+    def steady_step_ms(self, start_step: int) -> list[float]:
+        """Sampled step times without the first step, which pays one-off costs (allocation, DDP's
+        bucket rebuild)."""
+        times = [(s, ms) for s, ms in self.step_ms.kept]
+        return [ms for s, ms in times if s > start_step] or [ms for _, ms in times]
 
 
 class Trainer:
@@ -75,6 +86,7 @@ class Trainer:
         t = cfg.train
         self.batches = ShardedBatches(len(data.train), t.batch_size, ctx.rank, ctx.world_size, t.grad_accum, t.seed)
         self.history = History()
+        self.window: list[dict] = []  # the steps' figures since the last log step
         self.phase = "setup"  # what the rank was doing, for the one-line error when a peer is lost
         self.step_phase = ("forward/backward with FSDP's all-gathers and reduce-scatters" if self.par.sharded
                            else "forward/backward with the gradient all_reduce (DDP buckets)")
@@ -129,30 +141,32 @@ class Trainer:
 
     # -- the run -----------------------------------------------------------------------------
     def run(self) -> dict:
-        t = self.cfg.train
-        progress = Progress(t.steps, self.model.unit, self.ctx.is_main)
-        window: list[dict] = []
+        progress = Progress(self.cfg.train.steps, self.model.unit, self.ctx.is_main)
         step = self.start_step
-        while step < t.steps and not self.stop.requested:
-            self.phase = f"step {step}: {self.step_phase}"
-            loss, grad_norm, wall = self.run_step(step)
-            figures = self.comm.end_step(step, wall)
-            window.append(figures)
-            self.history.step_ms.append(wall["step_ms"])
-            is_last = step == t.steps - 1
-            if step == self.start_step or (step + 1) % t.log_every == 0 or is_last or self.stop.requested:
-                self.phase = f"step {step}: log-step all_gather of rank figures"
-                self._log(step, loss.item(), grad_norm.item(), window, progress)
-                window = []
-            if t.eval_every and ((step + 1) % t.eval_every == 0 or is_last):
-                self.phase = f"step {step}: eval all_gather"
-                self._eval(step)
+        while step < self.cfg.train.steps and not self.stop.requested:
+            self.train_one(step, progress)
             step += 1
-            self.history.steps_done = step
-            if (t.ckpt_every and step % t.ckpt_every == 0) or step == t.steps or self.stop.requested:
-                self.phase = f"step {step - 1}: checkpoint all_gather_object of RNG states"
-                self.save_checkpoint(step)
         return self.summary()
+
+    def train_one(self, step: int, progress: Progress) -> None:
+        """One step and whatever falls due after it: a log step, eval, a checkpoint."""
+        t = self.cfg.train
+        self.phase = f"step {step}: {self.step_phase}"
+        loss, grad_norm, wall = self.run_step(step)
+        self.window.append(self.comm.end_step(step, wall))
+        self.history.add_step(step, wall["step_ms"])
+        is_last = step == t.steps - 1
+        if step == self.start_step or (step + 1) % t.log_every == 0 or is_last or self.stop.requested:
+            self.phase = f"step {step}: log-step all_gather of rank figures"
+            self._log(step, loss.item(), grad_norm.item(), self.window, progress)
+            self.window = []
+        if t.eval_every and ((step + 1) % t.eval_every == 0 or is_last):
+            self.phase = f"step {step}: eval all_gather"
+            self._eval(step)
+        self.history.steps_done = step + 1
+        if (t.ckpt_every and (step + 1) % t.ckpt_every == 0) or step + 1 == t.steps or self.stop.requested:
+            self.phase = f"step {step}: checkpoint all_gather_object of RNG states"
+            self.save_checkpoint(step + 1)
 
     def _log(self, step: int, loss: float, grad_norm: float, window: list[dict], progress: Progress) -> None:
         local = self.comm.rank_vector(window)
@@ -219,7 +233,7 @@ class Trainer:
 
     def summary(self) -> dict:
         h, t = self.history, self.cfg.train
-        steady = h.step_ms[1:] or h.step_ms  # the first step pays one-off costs (allocation, DDP's bucket rebuild)
+        steady = h.steady_step_ms(self.start_step)
         step_ms = statistics.median(steady) if steady else None
         items = t.batch_size * (self.data.spec.get("seq_len", 1) if self.model.unit == "tokens" else 1)
         out = {"world_size": self.ctx.world_size, "backend": self.ctx.backend, "device": str(self.ctx.device),

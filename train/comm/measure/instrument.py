@@ -18,7 +18,7 @@ from train.comm.measure.expect import LinkShare
 from train.comm.measure.hooks import build_hook
 from train.comm.measure.ops import OpRecorder
 from train.comm.measure.recorder import BucketRecorder
-from train.comm.measure.sample import TimelineSample
+from train.comm.measure.sample import EvenSample
 from train.comm.measure.sharded import OPS, sharded_step
 from train.comm.measure.wire import WireCounter, choose_interfaces
 from train.distributed import gather_objects
@@ -48,7 +48,7 @@ class Instrumentation:
         self.strategy = "ddp"
         self.grad_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
         self.steps: list[dict] = []  # every step's figures, for the summary and the report
-        self.timelines = TimelineSample(cfg.timeline_steps, WARMUP_STEPS)
+        self.timelines = EvenSample(cfg.timeline_steps, WARMUP_STEPS)
         self.wire_windows: list[dict] = []  # per-step wire figures of the last log windows (not the first)
         self.windows_read = 0
         self.logged_ddp = False
