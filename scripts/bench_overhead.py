@@ -1,69 +1,146 @@
-"""Instrumentation overhead: the same recipe instrumented and with comm.hook=none, interleaved.
+"""What measuring costs, step by step: recorded vs the same strategy unrecorded vs a textbook loop.
 
-    python scripts/bench_overhead.py --recipe transformer --reps 5 --steps 60
+    python scripts/bench_overhead.py --recipe mlp --steps 400
+    python scripts/bench_overhead.py --recipe transformer --steps 120
+    python scripts/bench_overhead.py --recipe mlp --steps 400 dist.strategy=fsdp
 
-Each repetition runs three variants back to back under torchrun (2 gloo processes): the
-instrumented hook, the same hook unmeasured (comm.record=false) and plain DDP
-(comm.hook=none); it reads each run's median step time from summary.json and prints the
-per-repetition ratios and their medians (goal: instrumented / plain DDP <= 1.01).
-Alternating the order each repetition cancels the machine's slow drifts.
+It re-launches itself under torchrun (2 gloo processes) and builds, in one process group, three
+trainers on the same model, data and batch: the harness recording (comm.record=true), the
+harness with the same hook or strategy unrecorded (comm.record=false), and a textbook loop
+(DDP or fully_shard, forward, backward, clip, optimizer, scheduler: nothing else). Their steps
+are interleaved (A B C, then B C A, ...) so drifts of this shared 2-core machine hit all three
+alike; every harness step is the loop's whole step (Trainer.train_one: the step, its figures,
+the log step every train.log_every with its gather and TensorBoard writes). Rank 0 times each
+step with a host clock and prints medians, their ratios, and the ratios in 5 blocks of the
+run (their spread says how well the figure is resolved).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 
-VARIANTS = {  # name -> overrides
-    "instrumented": [],
-    "bare-hook": ["comm.record=false"],  # the same Python hook, unmeasured: prices the recorder alone
-    "plain-ddp": ["comm.hook=none"],     # DDP's built-in C++ all-reduce
-}
+def relaunch(argv: list[str], nproc: int) -> int:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", __file__, *argv]
+    return subprocess.run(cmd, env=env, cwd=REPO).returncode
 
 
-def run_once(recipe: str, variant: str, hook: str, steps: int, nproc: int, extra: list[str], folder: Path) -> float:
-    run_dir = folder / f"{variant}-{len(list(folder.iterdir()))}"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "train", "--recipe", recipe, "--run-dir", str(run_dir), f"comm.hook={hook}", *VARIANTS[variant],
-           f"train.steps={steps}", "train.log_every=20", "train.eval_every=0", *extra]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // nproc))}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
-    if done.returncode != 0:
-        sys.exit(f"run failed ({variant}):\n{done.stderr[-2000:]}")
-    return json.loads((run_dir / "summary.json").read_text())["time"]["step_ms_median"]
+class Textbook:
+    """The loop a tutorial writes: wrap, forward, backward, clip, step. Same model, data, batch."""
+
+    def __init__(self, cfg, prepared, ctx):
+        import torch
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        from train.data import ShardedBatches
+        from train.optim import build_optimizer, build_scheduler
+        self.torch, self.cfg, self.data = torch, cfg, prepared.data
+        model = prepared.model
+        if cfg.dist.strategy == "ddp":
+            self.module = DDP(model)
+        else:
+            from torch.distributed.fsdp import fully_shard
+            for unit in model.shard_units():
+                fully_shard(unit)
+            self.module = fully_shard(model)
+        self.model = model
+        self.optimizer = build_optimizer(cfg.optim, model.parameters())
+        self.scheduler = build_scheduler(cfg.optim, self.optimizer, cfg.train.steps)
+        t = cfg.train
+        self.batches = ShardedBatches(len(self.data.train), t.batch_size, ctx.rank, ctx.world_size, 1, t.seed)
+
+    def train_one(self, step: int, _progress) -> None:
+        inputs, targets = self.data.train.get(self.batches.indices(step, 0))
+        loss = self.module(inputs, targets)
+        loss.backward()
+        self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip or float("inf"))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
 
 
-def main() -> None:
+def build(recipe: str, overrides: list[str], record: bool | None, folder: Path):
+    """A harness Trainer (record True/False) or the textbook loop (record None)."""
+    from train.build import prepare
+    from train.config import load_config
+    from train.distributed import setup
+    from train.loop import Trainer
+    from train.metrics import NullSink, TensorBoardSink
+    extra = [] if record is None else [f"comm.record={'true' if record else 'false'}"]
+    cfg = load_config(recipe, None, [*overrides, *extra])
+    prepared = prepare(cfg, None)
+    ctx = setup(cfg.dist)
+    if record is None:
+        return Textbook(cfg, prepared, ctx)
+    run_dir = folder / f"record-{record}"
+    sink = TensorBoardSink(run_dir) if ctx.is_main else NullSink()  # the harness writes its events, as in a run
+    return Trainer(cfg, ctx, prepared.model, prepared.data, run_dir, sink)
+
+
+def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--recipe", default="transformer")
-    p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--recipe", default="mlp")
+    p.add_argument("--steps", type=int, default=400, help="timed steps per variant")
+    p.add_argument("--warmup", type=int, default=20, help="untimed steps per variant first")
     p.add_argument("--nproc", type=int, default=2)
-    p.add_argument("--hook", default="allreduce", help="instrumented variant's hook")
-    p.add_argument("overrides", nargs="*", help="extra dotted overrides for both variants")
-    args = p.parse_args()
-    ratios: dict[str, list[float]] = {"plain-ddp": [], "bare-hook": []}
+    p.add_argument("overrides", nargs="*", help="dotted overrides for all variants, e.g. dist.strategy=fsdp")
+    args = p.parse_args(argv)
+    if "RANK" not in os.environ:
+        return relaunch(argv, args.nproc)
+    import torch
+    import torch.distributed as dist
+
+    from train.metrics import Progress
+    torch.set_num_threads(1)
+    total = args.warmup + args.steps
+    overrides = [*args.overrides, f"train.steps={total}", "train.eval_every=0", "train.ckpt_every=0"]
+    names = ("recorded", "unrecorded", "textbook")
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        for rep in range(args.reps):
-            order = list(VARIANTS) if rep % 2 == 0 else list(reversed(VARIANTS))  # alternate who goes first
-            ms = {v: run_once(args.recipe, v, args.hook, args.steps, args.nproc, args.overrides, folder) for v in order}
-            for base in ratios:
-                ratios[base].append(ms["instrumented"] / ms[base])
-            print(f"rep {rep + 1}: " + ", ".join(f"{v} {ms[v]:.2f} ms" for v in VARIANTS) +
-                  f" | instrumented/plain-ddp {ratios['plain-ddp'][-1]:.4f}, "
-                  f"instrumented/bare-hook {ratios['bare-hook'][-1]:.4f}", flush=True)
-    for base, values in ratios.items():
-        print(f"median step-time ratio instrumented / {base} over {args.reps} reps: {statistics.median(values):.4f} "
-              f"(min {min(values):.4f}, max {max(values):.4f})")
+        variants = dict(zip(names, (build(args.recipe, overrides, r, Path(tmp)) for r in (True, False, None))))
+        quiet = Progress(total, "items", False)
+        times: dict[str, list[float]] = {n: [] for n in names}
+        for step in range(total):
+            for k in range(len(names)):
+                name = names[(step + k) % len(names)]  # rotate who goes first
+                dist.barrier()  # every variant starts its step with both ranks ready
+                t0 = time.perf_counter()
+                variants[name].train_one(step, quiet)
+                if step >= args.warmup:
+                    times[name].append((time.perf_counter() - t0) * 1e3)
+        for v in variants.values():
+            if hasattr(v, "close"):
+                v.sink.close()
+                v.close()
+    if dist.get_rank() == 0:
+        report(args, times)
+    dist.barrier()
+    dist.destroy_process_group()
+    return 0
+
+
+def report(args, times: dict[str, list[float]]) -> None:
+    med = {n: statistics.median(v) for n, v in times.items()}
+    print(f"# bench_overhead: {args.recipe} {' '.join(args.overrides)}, {args.steps} interleaved steps per variant, "
+          f"{args.nproc} gloo ranks")
+    for n, m in med.items():
+        print(f"{n:>11}: median {m:.3f} ms/step")
+    blocks = 5
+    for a, b in (("recorded", "unrecorded"), ("recorded", "textbook"), ("unrecorded", "textbook")):
+        size = len(times[a]) // blocks
+        per_block = [statistics.median(times[a][i * size:(i + 1) * size]) / statistics.median(times[b][i * size:(i + 1) * size])
+                     for i in range(blocks)]
+        print(f"{a} / {b}: {med[a] / med[b]:.4f} (5 blocks: {', '.join(f'{r:.4f}' for r in per_block)})")
+
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:]))

@@ -8,6 +8,8 @@ buckets after the first step, so figures are totals per step, not per bucket ind
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
 from train.comm.measure.hooks import CollectiveCounter
 
@@ -46,6 +48,16 @@ class BucketRecorder:
         record = BucketRecord(bucket.index(), buffer.numel(), str(buffer.dtype).replace("torch.", ""),
                               buffer.numel() * buffer.element_size(), self.clock.mark())
         self.buckets.append(record)
+        if self.inner_hook is default_hooks.allreduce_hook:
+            # The default hook's own work with the completion mark folded into its one callback:
+            # a second Python callback per bucket is most of what recording costs a small step.
+            buffer.div_(dist.get_world_size())
+
+            def reduced(f):
+                record.done = self.clock.mark()
+                return f.value()[0]
+
+            return dist.all_reduce(buffer, async_op=True).get_future().then(reduced)
         fut = self.inner_hook(self.inner_state, bucket)
 
         def completed(f):
