@@ -120,9 +120,6 @@ def replay_sharded(tl: dict, net, groups: dict, scale: dict | None = None) -> di
             out.setdefault(prev if prev in is_event else None, []).append(i)
         return out
 
-    def measured_done(idx: list) -> float:
-        return max((ops[i].get("done_ms") or -math.inf for i in idx), default=-math.inf)
-
     clock, prev_meas, exposed = 0.0, 0.0, {"forward": 0.0, "backward": 0.0}
     for phase, order, s_key, e_key in (("forward", fwd, "forward_start_ms", "forward_end_ms"),
                                        ("backward", bwd, "backward_start_ms", "backward_end_ms")):
@@ -134,13 +131,20 @@ def replay_sharded(tl: dict, net, groups: dict, scale: dict | None = None) -> di
             if k == 0:  # units that are no event (the root) must be gathered before the first
                 need = need + [i for (o, p, n), v in by.items() if o == "all_gather" and p == phase
                                and n not in is_event for i in v]
-            stall_meas = max(0.0, min(measured_done(need), u[e_key]) - prev_meas)
-            natural = max(0.0, u[e_key] - prev_meas - stall_meas)
-            start = max(clock, ch.wait(ops, need))
-            exposed[phase] += start - clock
-            for i in trig.get(u["unit"], []):
-                ch.issue(i, start)
-            clock = start + natural
+            # the run's own wait for these gathers is taken out of the gap before the unit (if the
+            # gather finished there) and out of its window (if it finished inside): compute only
+            # (waiting starts no earlier than the gather's launch: a synthetic one, done at launch, had none)
+            last = max((ops[i] for i in need), key=lambda o: o.get("done_ms") or -math.inf, default={})
+            done_meas = last.get("done_ms") or -math.inf
+            w0 = max(prev_meas, last.get("launch_ms") or -math.inf)
+            gap = u[s_key] - prev_meas - max(0.0, min(done_meas, u[s_key]) - w0)
+            duration = u[e_key] - u[s_key] - max(0.0, min(done_meas, u[e_key]) - max(u[s_key], w0))
+            ready = clock + max(0.0, gap)
+            for i in trig.get(u["unit"], []):  # reaching a unit issues the next unit's gather
+                ch.issue(i, ready)
+            start = max(ready, ch.wait(ops, need))
+            exposed[phase] += start - ready
+            clock = start + max(0.0, duration)
             prev_meas = u[e_key]
             if phase == "backward":
                 for i in by.get(("reduce_scatter", "backward", u["unit"]), []) + \
