@@ -87,7 +87,8 @@ def timeline(job: Job, cluster: Cluster, strategy: str, shard: int, checkpointin
 
 def shard_size(job: Job, cluster: Cluster, strategy: str, asked: int | None, checkpointing: str) -> int:
     """fsdp: the world; hsdp: as asked, else gpus-per-node, grown by whole nodes (dividing the
-    world) until the model fits (8 GPUs cannot hold a 70B model's states)."""
+    world) until the model fits (8 GPUs cannot hold a 70B model's states): without activation
+    checkpointing if some shard size allows it (recompute costs a third more compute), else with."""
     if strategy == "ddp":
         return 1
     if strategy != "hsdp":
@@ -95,9 +96,11 @@ def shard_size(job: Job, cluster: Cluster, strategy: str, asked: int | None, che
     if asked:
         return asked
     g = cluster.topology.gpus_per_node
-    for s in [g * k for k in range(1, cluster.nodes + 1) if cluster.nodes % k == 0]:
-        if fits(memory(job, strategy, s, checkpointing != "off"), cluster):
-            return s
+    sizes = [g * k for k in range(1, cluster.nodes + 1) if cluster.nodes % k == 0]
+    for ckpt in {"auto": (False, True), "on": (True,), "off": (False,)}[checkpointing]:
+        for s in sizes:
+            if fits(memory(job, strategy, s, ckpt), cluster):
+                return s
     return g
 
 
