@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from runner import python_m
 from train.comm.plan.cluster import Cluster, Job, memory, plan_strategy
 from train.comm.plan.costmodel import Group, Link
 from train.comm.plan.network import GPUS, Topology

@@ -129,3 +129,15 @@ def test_every_number_is_checked(capsys, flag, value):
 def test_bad_input_is_one_line(capsys, args, fragment):
     code, out, err = run(capsys, *args)
     assert code == 2 and out == "" and fragment in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_calibration_refuses_mixed_backends(tmp_path, capsys):
+    paths = []
+    for backend in ("gloo", "nccl"):
+        path = tmp_path / f"{backend}.json"
+        path.write_text(json.dumps({"world_size": 2, "backend": backend, "link_bit_s": 150e6, "results": [],
+                                    "fits": {"all_reduce": {"alpha_us": 100.0, "busbw_gbit_s_fit": 0.14}}}))
+        paths += ["--calibration", str(path)]
+    assert load_calibration([tmp_path / "gloo.json"])["backend"] == "gloo"
+    code, _, err = run(capsys, "--model", "llama3-8b", *paths)
+    assert code == 2 and "mixes backends (gloo, nccl)" in err

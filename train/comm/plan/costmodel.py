@@ -141,7 +141,7 @@ def _read_sweep(path) -> dict:
         world = int(sweep["world_size"])
         if not fits or not all(f["busbw_gbit_s_fit"] > 0 and f["alpha_us"] >= 0 for f in fits.values()):
             raise ValueError("no usable fit")
-        return {"fits": fits, "world": world, "link": sweep.get("link_bit_s")}
+        return {"fits": fits, "world": world, "link": sweep.get("link_bit_s"), "backend": sweep.get("backend")}
     except OSError as e:
         raise UsageError(f"--calibration {str(path)!r} cannot be read ({e.strerror})") from None
     except (ValueError, KeyError, TypeError, AttributeError):
@@ -160,9 +160,13 @@ def load_calibration(paths: list) -> dict:
     op. A fit above its link is noise and is ignored. The absolute bandwidth never transfers.
     all_reduce's figures are also given at the top level (the DDP path and the default)."""
     per_op: dict = {}
-    sources = []
+    sources, backends = [], set()
     for path in paths:
         sweep = _read_sweep(path)
+        backends.add(sweep["backend"])
+        if len(backends) > 1:  # gloo's ops and NCCL's reach different shares of a link
+            raise UsageError(f"--calibration mixes backends ({', '.join(sorted(map(str, backends)))}): "
+                             f"calibrate with sweeps of one backend, the one the target runs")
         for op, fit in sweep["fits"].items():
             if op not in COLLECTIVES:
                 continue
@@ -182,7 +186,7 @@ def load_calibration(paths: list) -> dict:
             _, mine["efficiency"], mine["hop_latency_s"] = min(bound)
         if mine:
             ops[op] = mine
-    out: dict = {"sources": sources, "ops": ops}
+    out: dict = {"sources": sources, "backend": backends.pop() if backends else None, "ops": ops}
     out.update(ops.get("all_reduce", {}))
     out.setdefault("hop_latency_s", Link.hop_latency_s)
     return out
