@@ -18,8 +18,8 @@ def topo(gpn, nic=8e9, intra=80e9, latency=0.0, algorithm="ring"):
     return Topology(gpn, Link(intra, **FREE), Link(nic, 1.0, latency), 1.0, algorithm)
 
 
-def job(layers=4, per_layer=1_000_000, root=0, tokens=1000.0, b=2):
-    return Job("test", [per_layer] * layers + [root], [2.0 * per_layer] * layers, 2.0 * root, 6.0 * per_layer * layers,
+def job(layers=4, per_layer=1_000_000, tokens=1000.0, b=2):
+    return Job("test", [per_layer] * layers, [2.0 * per_layer] * layers, False, 6.0 * per_layer * layers,
                None, tokens, b, b, bucket_bytes=per_layer * b)
 
 
@@ -125,7 +125,7 @@ def test_sharded_replay_removes_the_runs_own_waits():
 
 
 def test_hsdp_replay_rescales_the_replicate_all_reduce():
-    tl = sharded_timeline("hsdp", [1e6] * 3, [1.0, 1.0], 0.5, 2, 2)
+    tl = sharded_timeline("hsdp", [1e6] * 3, [1.0, 1.0, 0.5], 2, 2, root_held=True)
     assert {o["op"] for o in tl["ops"]} == {"all_gather", "reduce_scatter", "all_reduce"}
     # shards inside a node: only the all-reduce across the 2 replicas (2 nodes) crosses, 3 units of
     # 1e6 / shard bytes each, ring factor 2 x 1/2
@@ -136,7 +136,7 @@ def test_hsdp_replay_rescales_the_replicate_all_reduce():
 
 
 def test_memory_per_strategy():
-    j = job(layers=4, per_layer=1000, root=0)
+    j = job(layers=4, per_layer=1000)
     ddp = memory(j, "ddp", 1, False)
     assert ddp["per_gpu_bytes"] == 16 * 4000  # bf16: 2 + 2 + 12 B per parameter (ZeRO's K = 12)
     fsdp = memory(j, "fsdp", 8, False)

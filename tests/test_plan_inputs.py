@@ -58,7 +58,7 @@ def summary(tmp_path, timelines, strategy="fsdp", shard=4, world=4):
 
 @pytest.mark.parametrize("strategy, shard, replicate", [("fsdp", 4, 1), ("hsdp", 2, 2)])
 def test_a_sharded_run_replays_on_another_world_and_topology(tmp_path, capsys, strategy, shard, replicate):
-    tl = sharded_timeline(strategy, [4e6] * 5, [5.0] * 4, 2.0, shard, replicate)
+    tl = sharded_timeline(strategy, [4e6] * 5, [5.0] * 4 + [2.0], shard, replicate, root_held=True)
     path = summary(tmp_path, [tl], strategy, shard)
     code, out, _ = run(capsys, path, "--world", "64", "--gpus-per-node", "8", "--link", "10gbit", "--json")
     assert code == 0

@@ -20,9 +20,9 @@ USABLE_MEMORY = 0.9  # of HBM: the CUDA context, NCCL buffers and allocator frag
 class Job:
     """What is trained: parameters per shard unit (root last), FLOPs, activations, precision."""
     name: str
-    unit_params: list[int]
-    layer_flops_per_token: list[float]  # forward
-    head_flops_per_token: float         # forward, the root's compute
+    unit_params: list[int]              # in forward order; a held root last (schedule.sharded_timeline)
+    unit_flops_per_token: list[float]   # forward, per unit
+    root_held: bool                     # the last unit is a root kept gathered from forward to backward
     model_flops_per_token: float        # forward + backward, as MFU counts
     act_bytes_per_token: dict | None    # {"full", "checkpointed"}; None when the shape is unknown
     tokens_per_gpu: float               # per GPU per step
@@ -51,19 +51,20 @@ class Cluster:
 def memory(job: Job, strategy: str, shard: int, checkpointing: bool) -> dict:
     """Bytes per GPU: parameters in the wire dtype, gradients in the reduction dtype, Adam's two
     moments in fp32 plus an fp32 master copy when the parameters are narrower (ZeRO's 16 B/param
-    for bf16). Sharded strategies divide them by the shard size and hold unsharded buffers: the
+    for bf16). Sharded strategies divide them by the shard size and hold unsharded buffers: a held
     root, the current and the prefetched unit, one unit's unsharded gradients (FSDP without
     resharding keeps every unit gathered from forward to backward instead)."""
     p, b, rb = job.params, job.dtype_bytes, job.reduce_bytes
     states = {"param_bytes": p * b / shard, "grad_bytes": p * rb / shard,
               "optim_bytes": p * (8 + (4 if b < 4 else 0)) / shard}
-    layers, root = job.unit_params[:-1] or [0], job.unit_params[-1]
+    root = job.unit_params[-1] if job.root_held else 0
+    others = (job.unit_params[:-1] if job.root_held else job.unit_params) or [0]
     if strategy == "ddp" or shard == 1:
         working = 0.0
     elif strategy == "fsdp-noreshard":
         working = p * b + max(job.unit_params) * rb
     else:
-        working = (root + 2 * max(layers)) * b + max(job.unit_params) * rb
+        working = (root + 2 * max(others)) * b + max(job.unit_params) * rb
     act = job.act_bytes_per_token
     acts = {k: v * job.tokens_per_gpu for k, v in act.items()} if act else {"full": 0.0, "checkpointed": 0.0}
     total = sum(states.values()) + working + acts["checkpointed" if checkpointing else "full"]
@@ -74,15 +75,15 @@ def memory(job: Job, strategy: str, shard: int, checkpointing: bool) -> dict:
 
 def timeline(job: Job, cluster: Cluster, strategy: str, shard: int, checkpointing: bool) -> dict:
     rate = cluster.tflops * 1e12 * cluster.mfu / 1e3  # FLOPs per ms while computing
-    layer_ms = [f * job.tokens_per_gpu / rate for f in job.layer_flops_per_token]
-    head_ms = job.head_flops_per_token * job.tokens_per_gpu / rate
+    unit_ms = [f * job.tokens_per_gpu / rate for f in job.unit_flops_per_token]
     if strategy == "ddp":
-        fwd = sum(layer_ms) + head_ms
+        fwd = sum(unit_ms)
         return bucket_timeline(job.params * job.reduce_bytes, job.bucket_bytes, fwd, fwd * (3 if checkpointing else 2))
     unit_bytes = [n * job.dtype_bytes for n in job.unit_params]
-    return sharded_timeline("hsdp" if strategy == "hsdp" else "fsdp", unit_bytes, layer_ms, head_ms, shard,
+    return sharded_timeline("hsdp" if strategy == "hsdp" else "fsdp", unit_bytes, unit_ms, shard,
                             cluster.world // shard, job.reduce_bytes / job.dtype_bytes,
-                            reshard_after_forward=strategy != "fsdp-noreshard", recompute=checkpointing)
+                            reshard_after_forward=strategy != "fsdp-noreshard", recompute=checkpointing,
+                            root_held=job.root_held)
 
 
 def shard_size(job: Job, cluster: Cluster, strategy: str, asked: int | None, checkpointing: str) -> int:

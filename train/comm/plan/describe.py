@@ -16,16 +16,16 @@ def assumptions(cluster, job) -> list[str]:
         "array across nodes; latency grows with the nodes a group spans, not its GPUs",
         "all_reduce across nodes: NCCL's ring (2(m-1) steps) or double binary tree (2 log2 m steps), the faster "
         "unless --algorithm says; gathers and scatters: ring; same bytes per NIC either way",
-        "FSDP/HSDP: one shard unit per layer plus the root (embeddings, norm, head; gathered once, kept to backward); "
-        "the next unit's all-gather is issued as a unit starts; a unit's reduce-scatter as its backward ends; "
-        "HSDP's all-reduce across replicas after it",
+        "FSDP/HSDP: shard units are the embedding, each layer and the head (a tied embedding and head: one root "
+        "gathered once and kept to the end of backward); the next unit's all-gather is issued as a unit starts, "
+        "a unit's reduce-scatter as its backward ends, HSDP's all-reduce across replicas after that",
         "DDP: gradient buckets ready uniformly through backward, all-reduced in index order",
         "collectives share each GPU's links: one at a time, in issue order; the rest of the step is compute",
         f"compute: model FLOPs (6 x params + attention per token) at {cluster.mfu:.2f} of "
         f"{cluster.tflops:g} TFLOP/s; backward = 2 x forward, 3 x with activation checkpointing (recompute)",
         "memory per GPU: params in the wire dtype, grads in the reduction dtype, Adam moments (8 B) + an fp32 "
-        "master copy (4 B) for narrower params, divided by the shard size; unsharded buffers of the root and two "
-        f"units; activations with flash attention; fits when <= {USABLE_MEMORY:.0%} of the GPU's memory",
+        "master copy (4 B) for narrower params, divided by the shard size; unsharded buffers of two units "
+        f"(and a held root); activations with flash attention; fits when <= {USABLE_MEMORY:.0%} of the GPU's memory",
         "optimizer step and data loading take no time; the NIC rate is per GPU, one direction",
         "checkpoint: fp32 weights + Adam moments (12 B/param) per save",
     ]

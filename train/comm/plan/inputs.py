@@ -90,7 +90,7 @@ def from_flavor(args) -> tuple[list[int], float, float | None, dict | None]:
     except ValueError as e:
         raise UsageError(str(e)) from None
     blocks = [sum(p.numel() for p in b.parameters()) for b in getattr(model, "blocks", [])]
-    units = blocks + [model.num_params() - sum(blocks)]
+    units = blocks + [model.num_params() - sum(blocks)]  # the blocks, then the root: the rest
     acts = None
     if flavor_cfg is not None and hasattr(flavor_cfg, "d_model"):
         acts = Shape("flavor", flavor_cfg.n_layer, flavor_cfg.d_model, flavor_cfg.n_head, model.vocab, seq_len,
@@ -103,17 +103,16 @@ def build_job(args, world: int) -> Job:
     shape = shape_of(args)
     if shape:
         seq = shape.seq_len
-        units, layer_f = shape.unit_params(), [shape.layer_flops_per_token(seq)] * shape.layers
-        head_f, model_f, acts = shape.head_flops_per_token(), shape.flops_per_token(seq), shape.activation_bytes_per_token(b)
-        name = shape.name
+        units, unit_f, held = shape.units(seq)
+        model_f, acts, name = shape.flops_per_token(seq), shape.activation_bytes_per_token(b), shape.name
     elif args.model:
         units, model_f, seq, acts = from_flavor(args)
-        layer_f = [model_f / 3 * n / sum(units) for n in units[:-1]]
-        head_f, name = model_f / 3 * units[-1] / sum(units), f"{args.model}/{args.flavor}"
+        # forward FLOPs in proportion to parameters; the rest beside the blocks is a held root
+        unit_f, held, name = [model_f / 3 * n / sum(units) for n in units], len(units) > 1, f"{args.model}/{args.flavor}"
     elif args.params:
-        layers = 32  # an unknown shape: 32 equal layers, no root, activations unknown
-        units, model_f, seq, acts = [args.params / layers] * layers + [0], 6.0 * args.params, None, None
-        layer_f, head_f, name = [2.0 * args.params / layers] * layers, 0.0, f"{args.params:.3g} params"
+        layers = 32  # an unknown shape: 32 equal layers, activations unknown
+        units, unit_f, held = [args.params / layers] * layers, [2.0 * args.params / layers] * layers, False
+        model_f, seq, acts, name = 6.0 * args.params, None, None, f"{args.params:.3g} params"
     else:
         raise UsageError("give a run's summary.json, or describe a model: --model NAME (a known shape such as "
                          "llama3-70b, or a flavor with --flavor), --layers/--hidden/--heads/--vocab, or --params N")
@@ -125,7 +124,7 @@ def build_job(args, world: int) -> Job:
         reduce_b = 2
     else:
         reduce_b = BYTES[args.reduce_dtype or args.dtype]
-    return Job(name, [int(u) for u in units], layer_f, head_f, model_f, acts, per_gpu, b, reduce_b,
+    return Job(name, [int(u) for u in units], unit_f, held, model_f, acts, per_gpu, b, reduce_b,
                bucket_bytes=args.bucket_mb * 2**20)
 
 

@@ -96,8 +96,11 @@ def replay_sharded(tl: dict, net, groups: dict, scale: dict | None = None) -> di
     group (HSDP's all-reduce carries 1/shard_size of a unit: a new shard size rescales it)."""
     ops, units = tl["ops"], tl["units"]
     win = {u["unit"]: u for u in units}
-    inner = [u for u in units if not any(v is not u and u["forward_start_ms"] <= v["forward_start_ms"]
-                                         and v["forward_end_ms"] <= u["forward_end_ms"] for v in units)]
+    # the root (the last unit) is no event of the chain when its window encloses all the others'
+    last = max(units, key=lambda u: u["unit"])
+    held = len(units) > 1 and all(last["forward_start_ms"] <= v["forward_start_ms"] and
+                                  v["forward_end_ms"] <= last["forward_end_ms"] for v in units)
+    inner = [u for u in units if not (held and u is last)]
     fwd = sorted(inner, key=lambda u: u["forward_start_ms"])
     bwd = sorted(inner, key=lambda u: u["backward_start_ms"])
     is_event = {u["unit"] for u in inner}

@@ -3,8 +3,8 @@ unit, FLOPs per token, activation bytes per token.
 
 Counts follow the published configs (GPT-2: LayerNorm with biases, biased linears, tied
 embeddings, learned positions, 4h MLP; Llama 3: RMSNorm, no biases, grouped-query attention,
-SwiGLU MLP, untied head). Shard units are one per layer, plus the root (embeddings, final norm,
-head) as the last unit, as FSDP wraps a decoder.
+SwiGLU MLP, untied head). Shard units are one per layer, plus the embedding and the head (see
+Shape.units).
 """
 from __future__ import annotations
 
@@ -40,17 +40,20 @@ class Shape:
             return attn + mlp + (h + 2 * kv) + h + f + h + 4 * h
         return attn + mlp + 2 * h
 
-    def root_params(self) -> int:
+    def units(self, seq_len: int) -> tuple[list[int], list[float], bool]:
+        """Shard units as FSDP wraps a decoder: (parameters, forward FLOPs per token, whether the
+        last unit is a root held gathered from forward to backward). GPT-2 ties its embedding to
+        its head, so both (and the positions, the final norm) form that root; Llama 3's embedding
+        and head (with the final norm) are units of their own, first and last in forward."""
         h, v = self.hidden, self.vocab
+        layers = [self.layer_params()] * self.layers
+        flops = [self.layer_flops_per_token(seq_len)] * self.layers
         if self.gpt2:
-            return v * h + self.seq_len * h + 2 * h
-        return 2 * v * h + h
-
-    def unit_params(self) -> list[int]:
-        return [self.layer_params()] * self.layers + [self.root_params()]
+            return layers + [v * h + self.seq_len * h + 2 * h], flops + [self.head_flops_per_token()], True
+        return [v * h] + layers + [v * h + h], [0.0] + flops + [self.head_flops_per_token()], False
 
     def params(self) -> int:
-        return sum(self.unit_params())
+        return sum(self.units(self.seq_len)[0])
 
     def layer_flops_per_token(self, seq_len: int) -> float:
         """Forward FLOPs: 2 per weight of the layer's matmuls, plus attention scores and values
