@@ -29,6 +29,7 @@ class Job:
     dtype_bytes: int                    # parameters and gradients on the wire
     reduce_bytes: int                   # gradient reductions
     bucket_bytes: float = 25 * 2**20
+    unit: str = "tokens"                # what tokens_per_gpu counts ("samples" for image models)
 
     @property
     def params(self) -> int:

@@ -74,5 +74,6 @@ def plan_cluster(args) -> dict:
             "efficiency": topo.inter.efficiency, "hop_latency_us": topo.inter.hop_latency_s * 1e6,
             "host_gbit_s": topo.inter.host_bit_s / 1e9 if topo.inter.host_bit_s != float("inf") else None,
             "oversubscription": topo.oversubscription, "algorithm": topo.algorithm,
-            "target_exposed": args.target_exposed, "calibration": args.calibration}
+            "target_exposed": args.target_exposed, "calibration": args.calibration, "compute_ms": args.compute_ms,
+            "unit": job.unit}
     return {"inputs": info, "assumptions": assumptions(cluster, job), "strategies": results}

@@ -125,7 +125,7 @@ def build_job(args, world: int) -> Job:
     else:
         reduce_b = BYTES[args.reduce_dtype or args.dtype]
     return Job(name, [int(u) for u in units], unit_f, held, model_f, acts, per_gpu, b, reduce_b,
-               bucket_bytes=args.bucket_mb * 2**20)
+               bucket_bytes=args.bucket_mb * 2**20, unit="samples" if args.model and not shape and not seq else "tokens")
 
 
 def build_cluster(args) -> Cluster:

@@ -29,8 +29,10 @@ def print_cluster(result: dict) -> None:
     i = result["inputs"]
     print(f"# gradwire plan: {i['model']} ({i['params'] / 1e9:.3g} B params, {i['dtype']}, reductions in "
           f"{i['reduce_bytes']} B) on {i['nodes']} nodes x {i['gpus_per_node']} {i['gpu']} = {i['world']} GPUs; "
-          f"{i['tokens_per_gpu']:,.0f} tokens per GPU per step ({i['tokens_per_step']:,.0f} per step)")
-    print(f"#   {i['tflops']:g} TFLOP/s peak at {i['mfu']:.2f} while computing; intra-node "
+          f"{i['tokens_per_gpu']:,.0f} {i['unit']} per GPU per step ({i['tokens_per_step']:,.0f} per step)")
+    pace = f"{i['compute_ms']:g} ms of compute per step (given)" if i.get("compute_ms") else \
+        f"{i['tflops']:g} TFLOP/s peak at {i['mfu']:.2f} while computing"
+    print(f"#   {pace}; intra-node "
           f"{format_rate(i['intra_bit_s'])} x {i['intra_efficiency']:.2f}, {i['intra_latency_us']:g} us/hop; NIC per GPU "
           f"x {i['efficiency']:.2f}, {i['hop_latency_us']:g} us/hop, oversubscription {i['oversubscription']:g}:1")
     for s in result["strategies"]:
