@@ -108,7 +108,8 @@ def from_run(path: str) -> tuple[list[dict], dict]:
         raise UsageError(f"summary {path!r} is not readable JSON ({e})") from None
     timelines = (summary.get("comm") or {}).get("timelines")
     if not timelines:
-        raise UsageError(f"summary {path!r} has no comm.timelines: run with world size > 1 and a comm.hook other than none")
+        raise UsageError(f"summary {path!r} has no comm.timelines: run with world size > 1 and a comm.hook "
+                         f"other than none")
     par = summary.get("parallel") or {}
     return timelines, {"source": "run", "summary": path, "measured_world": summary.get("world_size"),
                        "strategy": par.get("strategy", timelines[0].get("strategy", "ddp")),

@@ -63,7 +63,8 @@ def plan_cluster(args) -> dict:
         raise UsageError(f"{job.name} fits no strategy of {', '.join(args.strategies)} on {cluster.world} "
                          f"{cluster.gpu.name} (least: {least['strategy']} needs "
                          f"{least['memory']['per_gpu_bytes'] / 1e9:.1f} GB per GPU, "
-                         f"{least['memory']['usable_bytes'] / 1e9:.1f} GB usable); add GPUs or use a GPU with more memory")
+                         f"{least['memory']['usable_bytes'] / 1e9:.1f} GB usable); add GPUs or use a GPU with "
+                         f"more memory")
     topo = cluster.topology
     info = {"source": "description", "model": job.name, "params": job.params, "dtype": args.dtype,
             "reduce_bytes": job.reduce_bytes, "gpu": cluster.gpu.name, "nodes": cluster.nodes,

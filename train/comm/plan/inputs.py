@@ -83,7 +83,8 @@ def from_flavor(args) -> tuple[list[int], float, float | None, dict | None]:
         raise UsageError(f"--model {args.model!r} is not known (choose from {', '.join(names)}"
                          f"{f'; did you mean {hint!r}?' if hint else ''})") from None
     seq_len = args.seq_len or min(1024, getattr(flavor_cfg, "block_size", 1024))
-    spec = {"vocab_size": 256, "seq_len": seq_len} if args.model != "mlp" else {"input_shape": (1, 28, 28), "num_classes": 10}
+    spec = {"vocab_size": 256, "seq_len": seq_len} if args.model != "mlp" else \
+        {"input_shape": (1, 28, 28), "num_classes": 10}
     try:
         with torch.device("meta"):
             model = build_model(args.model, args.flavor, spec)

@@ -39,7 +39,8 @@ GPUS = {
 @dataclass
 class Topology:
     """gpus_per_node GPUs per node on `intra` (NVLink), each with its own NIC `inter` into a fabric
-    whose oversubscription divides what a NIC gets when traffic leaves its leaf switch."""
+    whose oversubscription divides what every NIC gets (all inter-node traffic is taken to cross
+    the oversubscribed tier: a pessimistic bound for groups that stay under one leaf)."""
     gpus_per_node: int
     intra: Link
     inter: Link
