@@ -130,6 +130,9 @@ def replay_run(args) -> dict:
     if args.gpus_per_node:  # a topology: the node tier on the intra-node link, NICs beyond it
         if world % args.gpus_per_node:
             raise UsageError(f"--world {world} is not a multiple of --gpus-per-node {args.gpus_per_node}")
+        g = args.gpus_per_node
+        if shard and g % shard and shard % g:
+            raise UsageError(f"--shard-size {shard} must divide --gpus-per-node {g} or be a multiple of it")
         args.world, args.nodes = world, None
         net = inputs.build_cluster(args).topology
         link = net.inter
@@ -150,6 +153,7 @@ def replay_run(args) -> dict:
     rows = [{"link_gbit_s": r / 1e9, **predict(timelines, world, net.at_rate(r), shard)} for r in rates]
     need = required_rate(timelines, world, net, args.target_exposed, shard_size=shard)
     info.update({"world": world, "shard_size": shard, "gpus_per_node": args.gpus_per_node,
+                 "intra_gbit_s": net.intra.rate_bit_s / 1e9 if args.gpus_per_node else None,
                  "efficiency": link.efficiency, "hop_latency_us": link.hop_latency_s * 1e6,
                  "host_gbit_s": link.host_bit_s / 1e9 if link.host_bit_s != float("inf") else None,
                  "timelines": len(timelines)})

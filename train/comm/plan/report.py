@@ -11,7 +11,8 @@ def gb(n: float) -> str:
 def print_replay(result: dict) -> None:
     i = result["inputs"]
     host = f", host ceiling {i['host_gbit_s']:.2f} Gbit/s" if i.get("host_gbit_s") else ""
-    where = f"{i['world']} ranks, {i['gpus_per_node']} per node" if i.get("gpus_per_node") else f"world {i['world']}"
+    where = f"{i['world']} ranks, {i['gpus_per_node']} per node on {format_rate(i['intra_gbit_s'] * 1e9)}" \
+        if i.get("gpus_per_node") else f"world {i['world']}"
     print(f"# gradwire plan: {i.get('model')} ({i.get('strategy', 'ddp')}) at {where} ({i['source']}, "
           f"hook {i.get('hook')}, "
           f"link efficiency {i['efficiency']:.2f}, {i['hop_latency_us']:.1f} us per hop{host})")
