@@ -153,3 +153,40 @@ def test_memory_per_strategy():
                                              ("llama3-405b", 405.9e9)])
 def test_shapes_match_published_parameter_counts(name, published):
     assert SHAPES[name].params() == pytest.approx(published, rel=0.01)
+
+
+def llama70b_on(nodes, tokens=8192.0):
+    s = SHAPES["llama3-70b"]
+    units, flops, held = s.units(s.seq_len)
+    j = Job(s.name, units, flops, held, s.flops_per_token(s.seq_len), s.activation_bytes_per_token(2), tokens, 2, 2)
+    g = GPUS["h100"]
+    return j, Cluster(g, nodes, Topology(8, Link(g.nvlink_bit_s, 0.8, 2e-6), Link(100e9, 0.9, 5e-6)), g.tflops, 0.4)
+
+
+def test_checkpointing_only_when_needed_and_it_costs_recompute():
+    j, cl = llama70b_on(128)
+    auto = plan_strategy(j, cl, "fsdp", rates_bit_s=[400e9], target=0.05)
+    off = plan_strategy(j, cl, "fsdp", rates_bit_s=[400e9], target=0.05, checkpointing="off")
+    assert auto["memory"]["fits"] and auto["memory"]["activation_checkpointing"]
+    assert not off["memory"]["fits"]  # 8,192 tokens of full activations do not fit in 80 GiB
+    assert auto["compute_ms"] == pytest.approx(off["compute_ms"] * 4 / 3)  # backward 3x forward instead of 2x
+    small = Job(j.name, j.unit_params, j.unit_flops_per_token, j.root_held, j.model_flops_per_token,
+                j.act_bytes_per_token, 512.0, 2, 2)
+    assert not plan_strategy(small, cl, "fsdp", rates_bit_s=[400e9], target=0.05)["memory"]["activation_checkpointing"]
+
+
+def test_hsdp_shard_grows_by_nodes_until_it_fits():
+    j, cl = llama70b_on(128)
+    r = plan_strategy(j, cl, "hsdp", rates_bit_s=[400e9], target=0.05)
+    s = r["shard_size"]
+    assert r["memory"]["fits"] and s % 8 == 0 and 1024 % s == 0 and s > 8
+    half = memory(j, "hsdp", s // 2, True)
+    assert half["per_gpu_bytes"] > r["memory"]["usable_bytes"]  # the next smaller whole-node shard does not fit
+
+
+def test_per_op_bytes_add_up_to_the_tiers():
+    j, cl = llama70b_on(4, tokens=1024.0)
+    for strategy in ("ddp", "fsdp", "hsdp"):
+        b = plan_strategy(j, cl, strategy, rates_bit_s=[400e9], target=0.05, shard=8)["bytes_per_gpu_per_step"]
+        assert sum(o["intra_node"] for o in b["ops"].values()) == pytest.approx(b["intra_node"])
+        assert sum(o["inter_node"] for o in b["ops"].values()) == pytest.approx(b["inter_node"])

@@ -28,6 +28,8 @@ def assumptions(cluster, job) -> list[str]:
         f"(and a held root); activations with flash attention; fits when <= {USABLE_MEMORY:.0%} of the GPU's memory",
         "optimizer step and data loading take no time; the NIC rate is per GPU, one direction",
         "checkpoint: fp32 weights + Adam moments (12 B/param) per save",
+        "time to train and storage at the smallest standard NIC rate that meets the target; GPUs for a deadline "
+        "keep each GPU's tokens per step (the global batch grows with them), in whole nodes",
     ]
 
 
