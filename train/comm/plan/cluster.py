@@ -129,13 +129,18 @@ def plan_strategy(job: Job, cluster: Cluster, strategy: str, *, rates_bit_s: lis
                      "comm_inter_ms": r["comm_inter_ms"], "exposed_ms": r["exposed_ms"], "step_ms": r["step_ms"],
                      "exposed_pct": r["exposed_pct"], "mfu": mfu,
                      "tokens_per_s": job.tokens_per_gpu * world / (r["step_ms"] / 1e3)})
-    need = required_rate(tl, world, topo, target, shard_size=s)
     any_rate = predict(tl, world, topo, s)  # bytes do not depend on the rate
+    # nothing leaves the node: any NIC will do (0) if NVLink meets the target; else the bisection
+    # (None: no rate is enough)
+    if any_rate["inter_bytes"]:
+        need = required_rate(tl, world, topo, target, shard_size=s)
+    else:
+        need = 0.0 if any_rate["exposed_pct"] <= 100 * target else None
     return {"strategy": strategy, "shard_size": s, "replicate_size": world // s, "memory": mem,
             "bytes_per_gpu_per_step": {"intra_node": any_rate["intra_bytes"], "inter_node": any_rate["inter_bytes"],
                                        "ops": per_op(tl[0], world, topo, s)},
             "compute_ms": tl[0]["step_ms"], "rates": rows,
-            "required": {"target_exposed": target, "nic_gbit_s": need / 1e9 if need else None}}
+            "required": {"target_exposed": target, "nic_gbit_s": need / 1e9 if need is not None else None}}
 
 
 def per_op(tl: dict, world: int, topo: Topology, shard: int) -> dict:

@@ -58,8 +58,8 @@ def print_cluster(result: dict) -> None:
                   f"{r['comm_inter_ms']:>10.1f} {r['exposed_ms']:>11.1f} {r['step_ms']:>10.1f} "
                   f"{r['exposed_pct']:>9.1f} {r['mfu']:>6.3f}")
         req = s["required"]
-        need = format_rate(req["nic_gbit_s"] * 1e9) if req["nic_gbit_s"] else \
-            "none (latency- or NVLink-bound: no NIC rate is enough)"
+        need = "none (latency- or NVLink-bound: no NIC rate is enough)" if req["nic_gbit_s"] is None else \
+            "any (no traffic leaves a node)" if req["nic_gbit_s"] == 0 else format_rate(req["nic_gbit_s"] * 1e9)
         print(f"   smallest NIC per GPU for exposed comm <= {100 * req['target_exposed']:.0f}% of the step: {need}")
         h = s["headline"]
         at = f"at {format_rate(h['nic_gbit_s'] * 1e9)}" + ("" if h["meets_target"] else " (misses the target)")
