@@ -69,7 +69,8 @@ def parse_args(argv):
     a("--seq-len", type=int, help="tokens per sample (default: the shape's)")
     a("--dtype", default="bf16", choices=sorted(inputs.BYTES), help="parameters and gradients on the wire")
     a("--reduce-dtype", choices=sorted(inputs.BYTES), help="gradient reductions (default: --dtype)")
-    a("--hook", default="allreduce", choices=("allreduce", "fp16", "bf16"), help="DDP compression hook")
+    a("--hook", default="allreduce", choices=("allreduce", "fp16", "bf16"), help="DDP's compression hook: fp16/bf16 reduce in 2 bytes, as --reduce-dtype bf16 would "
+      "(for every strategy)")
     a("--bucket-mb", type=float, default=25.0)
     a("--compute-ms", type=float, help="forward+backward time per step per GPU (instead of FLOPs / throughput)")
     a("--items-per-step", type=float, help="tokens (or samples) per GPU per step (default: one sequence)")
