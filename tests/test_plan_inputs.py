@@ -141,3 +141,13 @@ def test_calibration_refuses_mixed_backends(tmp_path, capsys):
     assert load_calibration([tmp_path / "gloo.json"])["backend"] == "gloo"
     code, _, err = run(capsys, "--model", "llama3-8b", *paths)
     assert code == 2 and "mixes backends (gloo, nccl)" in err
+
+
+def test_a_custom_gpu_from_explicit_figures(capsys):
+    code, out, _ = run(capsys, "--model", "llama3-8b", "--nodes", "2", "--gpu", "custom", "--accel-tflops", "500",
+                       "--gpu-memory-gb", "96", "--intra", "200gbit", "--strategy", "fsdp", "--json")
+    assert code == 0
+    r = json.loads(out)
+    assert r["inputs"]["tflops"] == 500 and r["inputs"]["memory_bytes"] == 96e9 and r["inputs"]["intra_bit_s"] == 200e9
+    code, _, err = run(capsys, "--model", "llama3-8b", "--gpu", "custom", "--accel-tflops", "500")
+    assert code == 2 and "--gpu custom needs --gpu-memory-gb, --intra" in err

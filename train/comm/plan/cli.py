@@ -47,7 +47,8 @@ def parse_args(argv):
     a("--link", help="alias of --nic for one rate")
     a("--nic", help="NIC rate(s) per GPU, comma-separated, with units (default: 25,50,100,200,400,800gbit)")
     a("--intra", help="intra-node rate per GPU, one direction (default: the GPU's NVLink)")
-    a("--gpu", default="h100", help=f"GPU preset: {', '.join(GPUS)}")
+    a("--gpu", default="h100", help=f"GPU preset: {', '.join(GPUS)}; or custom (with --accel-tflops, "
+      "--gpu-memory-gb, --intra)")
     a("--accel-tflops", type=float, help="peak dense TFLOP/s (default: the preset's; H100 SXM bf16: 989)")
     a("--gpu-memory-gb", type=float, help="GPU memory, GB (default: the preset's)")
     a("--mfu", type=float, default=0.4, help="model FLOPs / peak while computing (default 0.4)")

@@ -6,7 +6,7 @@ import math
 
 from train.comm.plan.cluster import Cluster, Job
 from train.comm.plan.costmodel import Link, load_calibration, parse_rate
-from train.comm.plan.network import GPUS, Topology
+from train.comm.plan.network import GPU, GPUS, Topology
 from train.comm.plan.shapes import SHAPES, Shape
 from train.errors import UsageError, nearest
 
@@ -130,11 +130,20 @@ def build_job(args, world: int) -> Job:
 
 
 def build_cluster(args) -> Cluster:
-    if args.gpu not in GPUS:
+    intra = parse_rates(args.intra, "--intra")
+    if args.gpu == "custom":
+        missing = [f for f, v in (("--accel-tflops", args.accel_tflops), ("--gpu-memory-gb", args.gpu_memory_gb),
+                                  ("--intra", intra)) if not v]
+        if missing:
+            raise UsageError(f"--gpu custom needs {', '.join(missing)}")
+        gpu = GPU("custom", args.accel_tflops, args.gpu_memory_gb * 1e9, intra[0])
+    elif args.gpu not in GPUS:
         hint = nearest(args.gpu, GPUS)
         raise UsageError(f"--gpu {args.gpu!r} is not a known GPU (choose from {', '.join(GPUS)}"
-                         f"{f'; did you mean {hint!r}?' if hint else ''}); or give --accel-tflops and --gpu-memory-gb")
-    gpu = GPUS[args.gpu]
+                         f"{f'; did you mean {hint!r}?' if hint else ''}; or custom, with --accel-tflops, "
+                         f"--gpu-memory-gb and --intra)")
+    else:
+        gpu = GPUS[args.gpu]
     if args.gpu_memory_gb:
         gpu = type(gpu)(gpu.name, gpu.tflops, args.gpu_memory_gb * 1e9, gpu.nvlink_bit_s)
     gpn = args.gpus_per_node or (args.world if args.world and args.world < 8 and not args.nodes else 8)
@@ -143,7 +152,6 @@ def build_cluster(args) -> Cluster:
     nodes = args.nodes or (args.world // gpn if args.world else 1)
     if args.world and args.nodes and args.world != nodes * gpn:
         raise UsageError(f"--world {args.world} disagrees with --nodes {nodes} x --gpus-per-node {gpn}")
-    intra = parse_rates(args.intra, "--intra")
     inter = Link(100e9, args.efficiency or 0.9, (args.hop_latency_us if args.hop_latency_us is not None else 5.0) * 1e-6)
     if args.calibration:
         cal = load_calibration(args.calibration)
