@@ -13,7 +13,8 @@ def assumptions(cluster, job) -> list[str]:
         f"a GPU's {g - 1} node peers are on the intra-node link; other nodes only through its own NIC "
         "(rail-optimised: all GPUs of a node use their NICs at once)",
         "collectives are hierarchical: an intra-node ring phase, then each GPU carries 1/(members per node) of the "
-        "array across nodes; latency grows with the nodes a group spans, not its GPUs",
+        "array across nodes; the phases add up (NCCL pipelines them in chunks: an upper bound by the intra-node "
+        "time); latency grows with the nodes a group spans, not its GPUs",
         "all_reduce across nodes: NCCL's ring (2(m-1) steps) or double binary tree (2 log2 m steps), the faster "
         "unless --algorithm says; gathers and scatters: ring; same bytes per NIC either way",
         "FSDP/HSDP: shard units are the embedding, each layer and the head (a tied embedding and head: one root "

@@ -4,7 +4,9 @@ A collective over a group that spans several nodes runs hierarchically, as NCCL 
 rail-optimised fabrics: an intra-node phase (a ring over the node's members, on NVLink) and an
 inter-node phase (each member carries 1/per_node of the array to its peers on other nodes, all
 members' NICs at once). all_reduce = reduce-scatter inside, all-reduce across, all-gather inside;
-all_gather and reduce_scatter likewise. Latency grows with the nodes a group spans, not its GPUs.
+all_gather and reduce_scatter likewise. The phases' times add up: NCCL pipelines them in chunks,
+so this bounds it from above by the intra-node time. Latency grows with the nodes a group spans,
+not its GPUs.
 """
 from __future__ import annotations
 
