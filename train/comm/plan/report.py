@@ -50,7 +50,7 @@ def print_cluster(result: dict) -> None:
         b = s["bytes_per_gpu_per_step"]
         ops = "; ".join(f"{op} x{o['calls']} over {o['group_size']} ranks on {o['nodes']} nodes ({o['algorithm']}): "
                         f"{gb(o['intra_node'])} + {gb(o['inter_node'])}" for op, o in b["ops"].items())
-        print(f"   sent per GPU per step: intra-node {gb(b['intra_node'])}, inter-node {gb(b['inter_node'])} [{ops}]")
+        print(f"   wire bytes per GPU per step: intra-node {gb(b['intra_node'])}, inter-node {gb(b['inter_node'])} [{ops}]")
         print(f"   {'NIC/GPU':>11} {'comm ms':>10} {'intra ms':>9} {'inter ms':>10} {'exposed ms':>11} "
               f"{'step ms':>10} {'exposed %':>9} {'MFU':>6}")
         for r in s["rates"]:
