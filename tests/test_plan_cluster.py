@@ -190,3 +190,32 @@ def test_per_op_bytes_add_up_to_the_tiers():
         b = plan_strategy(j, cl, strategy, rates_bit_s=[400e9], target=0.05, shard=8)["bytes_per_gpu_per_step"]
         assert sum(o["intra_node"] for o in b["ops"].values()) == pytest.approx(b["intra_node"])
         assert sum(o["inter_node"] for o in b["ops"].values()) == pytest.approx(b["inter_node"])
+
+
+def sync(kind, unit, phase, launch, done):
+    return {**op(kind, unit, phase, 2e6, launch), "done_ms": done}
+
+
+# As the recorder on main writes a gloo FSDP step: forward windows of the leaf units only (taken
+# after FSDP has waited for their gather), no backward windows, every collective synchronous.
+RECORDED = {"step": 7, "strategy": "fsdp", "step_ms": 20.0, "forward_ms": 5.0, "backward_ms": 10.0,
+            "optimizer_ms": 1.0, "compute_end_ms": 19.0, "exposed_ms": 8.0, "exposed_forward_ms": 3.0,
+            "exposed_backward_ms": 5.0,
+            "units": [{"unit": 0, "forward_start_ms": 2.0, "forward_end_ms": 4.0},
+                      {"unit": 1, "forward_start_ms": 5.0, "forward_end_ms": 7.0}],
+            "ops": [sync("all_gather", 2, "forward", 0.0, 1.0), sync("all_gather", 0, "forward", 1.0, 2.0),
+                    sync("all_gather", 1, "forward", 4.0, 5.0), sync("all_gather", 1, "backward", 8.0, 9.0),
+                    sync("reduce_scatter", 1, "backward", 11.0, 12.0), sync("all_gather", 0, "backward", 12.0, 13.0),
+                    sync("reduce_scatter", 0, "backward", 15.0, 16.0), sync("reduce_scatter", 2, "backward", 16.0, 17.0)]}
+
+
+def test_a_recorded_step_without_backward_windows_replays_by_hand():
+    got = replay_step(RECORDED, 2, Link(8e9, **FREE))  # every op 1 ms
+    # forward: the run's waits come out (units 0 and 1 compute 2 ms each, back to back); root 0-1,
+    # unit 0's gather 1-2 (unit 0 waits 2 ms), unit 1's 2-3 under unit 0. Backward, laid out at
+    # r = 10/5 = 2: head 3 ms, unit 1 9-13 (its gather 6-7), unit 0 13-17 (its gather 9-10), the
+    # scatters 13-14, 17-18, the root's 18-19: 2 ms after compute ends.
+    assert got["exposed_forward_ms"] == pytest.approx(2.0)
+    assert got["exposed_backward_ms"] == pytest.approx(2.0)
+    assert got["step_ms"] == pytest.approx(20.0 - 8.0 + 4.0)
+    assert replay_step(RECORDED, 2, Link(8e15, **FREE))["step_ms"] == pytest.approx(12.0, abs=1e-3)

@@ -91,10 +91,41 @@ class _Channel:
         return max((self.done[i] for i in needed), default=-math.inf)
 
 
+def _backward_windows(tl: dict, units: list[dict]) -> list[dict]:
+    """A run records forward windows of its leaf units only (FSDP's hooks give backward none).
+    Backward compute is then laid out in reverse unit order, each unit r x its forward, r = the
+    step's backward compute / forward compute (both measured, less exposed comm); the rest of
+    forward's compute (head, loss: what no leaf window holds) goes first, x (1 + r)."""
+    order = sorted(units, key=lambda u: u["forward_start_ms"])
+    leaf = sum(u["forward_end_ms"] - u["forward_start_ms"] for u in order)
+    fwd = max(leaf, tl.get("forward_ms") or 0.0)
+    r = tl["backward_ms"] / fwd if fwd > 0 and tl.get("backward_ms") else 2.0
+    t = order[-1]["forward_end_ms"] + (1 + r) * (fwd - leaf)
+    out = {}
+    for u in reversed(order):
+        d = r * (u["forward_end_ms"] - u["forward_start_ms"])
+        out[u["unit"]] = {**u, "backward_start_ms": t, "backward_end_ms": t + d}
+        t += d
+    return [out[u["unit"]] for u in units]
+
+
+def _overlap(intervals: list, lo: float, hi: float) -> float:
+    """Length of the union of intervals within [lo, hi]."""
+    total, reach = 0.0, lo
+    for a, b in sorted(intervals):
+        a, b = max(a, reach), min(b, hi)
+        if b > a:
+            total, reach = total + b - a, b
+    return total
+
+
 def replay_sharded(tl: dict, net, groups: dict, scale: dict | None = None) -> dict:
     """groups: {"shard": Group, "replicate": Group} on the target; scale: sent-bytes factor per
     group (HSDP's all-reduce carries 1/shard_size of a unit: a new shard size rescales it)."""
     ops, units = tl["ops"], tl["units"]
+    laid_out = bool(units) and any("backward_start_ms" not in u for u in units)
+    if laid_out:
+        units = _backward_windows(tl, units)
     win = {u["unit"]: u for u in units}
     # the root (the last unit) is no event of the chain when its window encloses all the others'
     last = max(units, key=lambda u: u["unit"])
@@ -134,14 +165,14 @@ def replay_sharded(tl: dict, net, groups: dict, scale: dict | None = None) -> di
             if k == 0:  # units that are no event (the root) must be gathered before the first
                 need = need + [i for (o, p, n), v in by.items() if o == "all_gather" and p == phase
                                and n not in is_event for i in v]
-            # the run's own wait for these gathers is taken out of the gap before the unit (if the
-            # gather finished there) and out of its window (if it finished inside): compute only
-            # (waiting starts no earlier than the gather's launch: a synthetic one, done at launch, had none)
-            last = max((ops[i] for i in need), key=lambda o: o.get("done_ms") or -math.inf, default={})
-            done_meas = last.get("done_ms") or -math.inf
-            w0 = max(prev_meas, last.get("launch_ms") or -math.inf)
-            gap = u[s_key] - prev_meas - max(0.0, min(done_meas, u[s_key]) - w0)
-            duration = u[e_key] - u[s_key] - max(0.0, min(done_meas, u[e_key]) - max(u[s_key], w0))
+            # the run's own waits for these gathers (launch to done) are taken out of the gap before
+            # the unit and out of its window: compute only (a synthetic gather, done at launch, had
+            # none; laid-out backward windows hold none)
+            spans = [] if laid_out and phase == "backward" else \
+                [(ops[i]["launch_ms"], ops[i]["done_ms"]) for i in need
+                 if ops[i].get("launch_ms") is not None and ops[i].get("done_ms") is not None]
+            gap = u[s_key] - prev_meas - _overlap(spans, prev_meas, u[s_key])
+            duration = u[e_key] - u[s_key] - _overlap(spans, u[s_key], u[e_key])
             ready = clock + max(0.0, gap)
             for i in trig.get(u["unit"], []):  # reaching a unit issues the next unit's gather
                 ch.issue(i, ready)
@@ -153,7 +184,7 @@ def replay_sharded(tl: dict, net, groups: dict, scale: dict | None = None) -> di
                 for i in by.get(("reduce_scatter", "backward", u["unit"]), []) + \
                         [i for i in by.get(("all_reduce", "backward", u["unit"]), []) if i not in led]:
                     ch.issue(i, clock)
-    compute_end = clock + max(0.0, tl["compute_end_ms"] - prev_meas)
+    compute_end = clock if laid_out else clock + max(0.0, tl["compute_end_ms"] - prev_meas)
     for i, op in enumerate(ops):  # the rest (the root's reductions) once backward is done
         if op["phase"] == "backward" and op["op"] != "all_gather" and op["unit"] not in is_event and i not in led:
             ch.issue(i, compute_end)
