@@ -77,7 +77,7 @@ def main() -> None:
     sweep(args.host_rate, folder)  # a link far faster than the host can fill: measures the host's ceiling
     cal = load_calibration([folder / f"sweep-{args.base_rate}.json", folder / f"sweep-{args.host_rate}.json"])
     link = Link(parse_rate(args.base_rate), cal.get("efficiency", 1.0), cal["hop_latency_s"],
-                cal.get("host_bit_s", float("inf")))
+                cal.get("host_bit_s", float("inf")), ops=cal["ops"])  # each op from its own fit
     print(f"calibration: efficiency {link.efficiency:.3f} (at {args.base_rate}), hop latency "
           f"{link.hop_latency_s * 1e6:.0f} us, host ceiling {link.host_bit_s / 1e9:.2f} Gbit/s (at {args.host_rate})")
     print("\n1. all_reduce time, predicted from the base-rate fit vs measured (sizes >= 1 MB)")

@@ -92,14 +92,17 @@ def test_planner_from_a_model_description():
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert 120e6 < result["inputs"]["params"] < 130e6
-    assert len(result["rates"]) == 1 and result["rates"][0]["exposed_pct"] >= 0
+    assert [s["strategy"] for s in result["strategies"]] == ["ddp", "fsdp", "hsdp"]
+    for s in result["strategies"]:  # --link evaluates one NIC rate per GPU
+        assert [r["nic_gbit_s"] for r in s["rates"]] == [400] and s["rates"][0]["exposed_pct"] >= 0
+        assert s["compute_ms"] == pytest.approx(300.0)  # --compute-ms wins over FLOPs / throughput
 
 
 @pytest.mark.parametrize("args, fragment", [
     (["/nonexistent/summary.json"], "does not exist"),
     (["NOTIMELINES"], "has no comm.timelines"),
     (["GOOD", "--link", "10qbit"], "link rate '10qbit'"),
-    (["GOOD", "--world", "0"], "--world 0 must be >= 1"),
+    (["GOOD", "--world", "0"], "--world 0 is out of range (must be an integer >= 1)"),
     (["--model", "mpl"], "did you mean 'mlp'"),
     ([], "give a run's summary.json"),
 ])

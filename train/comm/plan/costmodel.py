@@ -1,34 +1,37 @@
-"""The alpha-beta cost model of a collective, and link rates.
+"""The alpha-beta cost model of a collective on one link, link rates, calibration from sweeps.
 
 time(bytes) = alpha + beta x bytes for one collective at a fixed world size and link. To move
 to another world size n and link rate R, a ring algorithm is assumed: each rank's bottleneck
 link carries busbw_factor(op, n) x bytes (2(n-1)/n for all_reduce), and the ring takes 2(n-1)
-latency hops for all_reduce ((n-1) for the gathers and scatters, 1 for broadcast). No
-in-network reduction, no hierarchy: the bottleneck link per rank sets the pace.
+latency hops for all_reduce ((n-1) for the gathers and scatters, 1 for broadcast). `Link` is
+flat (every rank behind one link); network.Topology adds the node tier (NVLink inside a node).
 """
 from __future__ import annotations
 
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from train.comm.busbw import busbw_factor
+from train.comm.busbw import COLLECTIVES, busbw_factor
 from train.errors import UsageError
 
 RATE_UNITS = {"": 1.0, "bit": 1.0, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "tbit": 1e12}
 RATE_FORMS = "a number of bit/s, or a number with kbit, mbit, gbit or tbit (e.g. 100gbit, 200mbit, 25Gbit/s)"
 
 
-def parse_rate(text: str) -> float:
-    """'100gbit' | '200mbit' | '25Gbit/s' | '1e9' -> bits per second (decimal, as tc and vendors count)."""
+def parse_rate(text: str, flag: str = "link rate", require_unit: bool = False) -> float:
+    """'100gbit' | '200mbit' | '25Gbit/s' | '1e9' -> bits per second (decimal, as tc and vendors count).
+
+    The planner passes require_unit: there a bare '100' is more likely Gbit/s meant than 100 bit/s."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kmgt]?bit)?(?:/s|ps)?\s*", str(text), re.I)
-    if not m:
-        raise UsageError(f"link rate {text!r} is not understood (use {RATE_FORMS})")
+    if not m or (require_unit and not m.group(2)):
+        forms = RATE_FORMS.split(", or ", 1)[1] if require_unit else RATE_FORMS
+        raise UsageError(f"{flag} {text!r} is not understood (use {forms})")
     value = float(m.group(1)) * RATE_UNITS[(m.group(2) or "").lower()]
-    if value <= 0:
-        raise UsageError(f"link rate {text!r} must be positive")
+    if not 0 < value < math.inf:
+        raise UsageError(f"{flag} {text!r} must be positive")
     return value
 
 
@@ -70,63 +73,121 @@ def fit_alpha_beta(sizes: list[float], times: list[float]) -> AlphaBeta:
     return AlphaBeta(a, b)
 
 
+@dataclass(frozen=True)
+class Group:
+    """The ranks one collective spans: how many, and how many of them share a node (those talk over
+    the intra-node link; the rest of the way is the NIC). size is a multiple of per_node."""
+    size: int
+    per_node: int = 1
+
+    @property
+    def nodes(self) -> int:
+        return self.size // self.per_node
+
+
+@dataclass(frozen=True)
+class Cost:
+    """One collective: its time (intra_s of it in the intra-node phase), and the bytes each member
+    sends on each tier (wire bytes)."""
+    time_s: float
+    intra_bytes: float = 0.0
+    inter_bytes: float = 0.0
+    algorithm: str = "ring"
+    intra_s: float = 0.0
+
+
 @dataclass
 class Link:
     """A rank's bottleneck link: its nominal rate, the share of it a collective achieves, the
     latency of one ring hop, and the most the host's stack can push through any link (CPU
-    copies, TCP): a collective moves bytes at the smaller of rate x efficiency and that ceiling."""
+    copies, TCP): a collective moves bytes at the smaller of rate x efficiency and that ceiling.
+    `ops` holds per-op overrides from calibration ({op: {"efficiency", "host_bit_s"}}): gloo's
+    gathers and scatters do not reach its all_reduce's efficiency."""
     rate_bit_s: float
     efficiency: float = 1.0
     hop_latency_s: float = 5e-6  # a typical NCCL ring step on a modern fabric; calibrate for yours
     host_bit_s: float = math.inf
+    ops: dict = field(default_factory=dict)
 
-    def effective_bit_s(self) -> float:
-        return min(self.rate_bit_s * self.efficiency, self.host_bit_s)
+    def effective_bit_s(self, op: str = "all_reduce") -> float:
+        own = self.ops.get(op, {})
+        return min(self.rate_bit_s * own.get("efficiency", self.efficiency), own.get("host_bit_s", self.host_bit_s))
 
     def collective_time(self, op: str, num_bytes: float, world: int) -> float:
         if world <= 1:
             return 0.0
         wire_bytes = busbw_factor(op, world) * num_bytes
-        return hops(op, world) * self.hop_latency_s + wire_bytes * 8 / self.effective_bit_s()
+        return hops(op, world) * self.hop_latency_s + wire_bytes * 8 / self.effective_bit_s(op)
+
+    def op_cost(self, op: str, num_bytes: float, group: Group) -> Cost:
+        """Flat: every member sits behind this one link (a ring over the whole group)."""
+        n = group.size
+        return Cost(self.collective_time(op, num_bytes, n), 0.0, busbw_factor(op, n) * num_bytes if n > 1 else 0.0)
+
+    def group(self, size: int, stride: int = 1) -> Group:
+        return Group(size, 1)
 
     def at_rate(self, rate_bit_s: float) -> "Link":
-        return Link(rate_bit_s, self.efficiency, self.hop_latency_s, self.host_bit_s)
+        return replace(self, rate_bit_s=rate_bit_s)
 
 
 LINK_BOUND = (0.8, 1.05)  # busbw / link rate of a sweep that measured the link itself
 
 
-def load_calibration(paths: list) -> dict:
-    """From sweep JSONs (train.comm.sweep --link RATE --json PATH): what transfers to another link.
+def _read_sweep(path) -> dict:
+    try:
+        sweep = json.loads(Path(path).read_text())
+        fits = sweep["fits"]
+        world = int(sweep["world_size"])
+        if not fits or not all(f["busbw_gbit_s_fit"] > 0 and f["alpha_us"] >= 0 for f in fits.values()):
+            raise ValueError("no usable fit")
+        return {"fits": fits, "world": world, "link": sweep.get("link_bit_s"), "backend": sweep.get("backend")}
+    except OSError as e:
+        raise UsageError(f"--calibration {str(path)!r} cannot be read ({e.strerror})") from None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise UsageError(f"--calibration {str(path)!r} is not a sweep JSON with per-op fits "
+                         f"(make one with: torchrun ... -m train.comm.sweep --link RATE --json PATH)") from None
 
-    A sweep whose all_reduce fit reached 80-105% of the link it ran on measured the link: its
-    busbw / rate is the efficiency a collective achieves, and alpha / hops the per-hop latency
-    (the slowest such link wins: it is the one the link surely limited). A sweep far below its
-    link (or on an unshaped one) measured the host: its bus rate is the host's ceiling. A fit
-    above its link is noise and is ignored. The absolute bandwidth never transfers."""
-    out: dict = {"sources": []}
-    link_bound = []
+
+def load_calibration(paths: list) -> dict:
+    """From sweep JSONs (train.comm.sweep --link RATE --json PATH): what transfers to another link,
+    per op, each from its own fit (`fits.<op>`).
+
+    A sweep whose fit of an op reached 80-105% of the link it ran on measured the link: its
+    busbw / rate is the efficiency that op achieves, and alpha / hops the per-hop latency
+    (the slowest such link wins: it is the one the link surely limited). A fit far below its
+    link (or on an unshaped one) measured the host: its bus rate is the host's ceiling for that
+    op. A fit above its link is noise and is ignored. The absolute bandwidth never transfers.
+    all_reduce's figures are also given at the top level (the DDP path and the default)."""
+    per_op: dict = {}
+    sources, backends = [], set()
     for path in paths:
-        try:
-            sweep = json.loads(Path(path).read_text())
-            fit = sweep["fits"]["all_reduce"]
-            world = int(sweep["world_size"])
-            bus = fit["busbw_gbit_s_fit"] * 1e9
-        except OSError as e:
-            raise UsageError(f"--calibration {str(path)!r} cannot be read ({e.strerror})") from None
-        except (ValueError, KeyError, TypeError):
-            raise UsageError(f"--calibration {str(path)!r} is not a sweep JSON with an all_reduce fit "
-                             f"(make one with: torchrun ... -m train.comm.sweep --link RATE --json PATH)") from None
-        link = sweep.get("link_bit_s")
-        hop = fit["alpha_us"] * 1e-6 / max(1, hops("all_reduce", world))
-        if link and LINK_BOUND[0] * link <= bus <= LINK_BOUND[1] * link:
-            link_bound.append((link, min(1.0, bus / link), hop))
-        elif not link or bus < LINK_BOUND[0] * link:
-            out["host_bit_s"] = min(out.get("host_bit_s", math.inf), bus)
-            out.setdefault("hop_latency_s", hop)
-        out["sources"].append(str(path))
-    if link_bound:
-        _, out["efficiency"], out["hop_latency_s"] = min(link_bound)
+        sweep = _read_sweep(path)
+        backends.add(sweep["backend"])
+        if len(backends) > 1:  # gloo's ops and NCCL's reach different shares of a link
+            raise UsageError(f"--calibration mixes backends ({', '.join(sorted(map(str, backends)))}): "
+                             f"calibrate with sweeps of one backend, the one the target runs")
+        for op, fit in sweep["fits"].items():
+            if op not in COLLECTIVES:
+                continue
+            bus, link = fit["busbw_gbit_s_fit"] * 1e9, sweep["link"]
+            hop = fit["alpha_us"] * 1e-6 / max(1, hops(op, sweep["world"]))
+            mine = per_op.setdefault(op, {"link_bound": []})
+            if link and LINK_BOUND[0] * link <= bus <= LINK_BOUND[1] * link:
+                mine["link_bound"].append((link, min(1.0, bus / link), hop))
+            elif not link or bus < LINK_BOUND[0] * link:
+                mine["host_bit_s"] = min(mine.get("host_bit_s", math.inf), bus)
+                mine.setdefault("hop_latency_s", hop)
+        sources.append(str(path))
+    ops = {}
+    for op, mine in per_op.items():
+        bound = mine.pop("link_bound")
+        if bound:
+            _, mine["efficiency"], mine["hop_latency_s"] = min(bound)
+        if mine:
+            ops[op] = mine
+    out: dict = {"sources": sources, "backend": backends.pop() if backends else None, "ops": ops}
+    out.update(ops.get("all_reduce", {}))
     out.setdefault("hop_latency_s", Link.hop_latency_s)
     return out
 
