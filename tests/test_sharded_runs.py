@@ -38,6 +38,12 @@ def test_fsdp_run_reports_ops_and_resumes_at_another_world_size(tmp_path):
     saved = checkpoint_sharded.list_checkpoints(run_dir)
     assert [p.name for p in saved] == ["step_00000004.dcp"]
 
+    # A save cut short leaves a hidden temporary folder, or (never renamed by rank 0) no train
+    # state: neither counts, so the step-4 checkpoint is still the one resumed from.
+    (run_dir / "checkpoints" / ".step_00000006.dcp.tmp").mkdir()
+    (run_dir / "checkpoints" / "step_00000005.dcp").mkdir()
+    assert checkpoint_sharded.list_checkpoints(run_dir) == saved
+
     # One process picks up the two ranks' shards (DCP reshards) and continues.
     more = python_m(["train", "--recipe", "transformer", "--run-dir", str(run_dir),
                      *[o for o in overrides if not o.startswith("train.steps")], "train.steps=6"], timeout=180)
