@@ -4,12 +4,12 @@
     python scripts/bench_overhead.py --recipe transformer --steps 120
     python scripts/bench_overhead.py --recipe mlp --steps 400 dist.strategy=fsdp
 
-It re-launches itself under torchrun (2 gloo processes) and builds, in one process group, three
+It re-launches itself under torchrun (2 gloo processes) and builds, in one process group,
 trainers on the same model, data and batch: the harness recording (comm.record=true), the
-harness with the same hook or strategy unrecorded (comm.record=false), and a textbook loop
-(DDP or fully_shard, forward, backward, clip, optimizer, scheduler: nothing else). Their steps
-are interleaved (A B C, then B C A, ...) so drifts of this shared 2-core machine hit all three
-alike; every harness step is the loop's whole step (Trainer.train_one: the step, its figures,
+harness with the same hook or strategy unrecorded (comm.record=false), for DDP the harness
+with DDP's built-in all-reduce (comm.hook=none), and a textbook loop (DDP or fully_shard,
+forward, backward, clip, optimizer, scheduler: nothing else). Their steps are interleaved
+(A B C D, then B C D A, ...) so drifts of this shared 2-core machine hit all of them alike; every harness step is the loop's whole step (Trainer.train_one: the step, its figures,
 the log step every train.log_every with its gather and TensorBoard writes). Rank 0 times each
 step with a host clock and prints medians, their ratios, and the ratios in 5 blocks of the
 run (their spread says how well the figure is resolved).
@@ -69,20 +69,27 @@ class Textbook:
         self.scheduler.step()
 
 
-def build(recipe: str, overrides: list[str], record: bool | None, folder: Path):
-    """A harness Trainer (record True/False) or the textbook loop (record None)."""
+VARIANTS = {  # name -> comm overrides of a harness Trainer, or None for the textbook loop
+    "recorded": ["comm.record=true"],
+    "unrecorded": ["comm.record=false"],   # the same hook (DDP) or strategy (FSDP), unmeasured
+    "no-hook": ["comm.hook=none"],         # DDP's built-in C++ all-reduce inside the harness
+    "textbook": None,
+}
+
+
+def build(recipe: str, overrides: list[str], extra: list[str] | None, folder: Path):
+    """A harness Trainer with `extra` overrides, or the textbook loop (extra None)."""
     from train.build import prepare
     from train.config import load_config
     from train.distributed import setup
     from train.loop import Trainer
     from train.metrics import NullSink, TensorBoardSink
-    extra = [] if record is None else [f"comm.record={'true' if record else 'false'}"]
-    cfg = load_config(recipe, None, [*overrides, *extra])
+    cfg = load_config(recipe, None, [*overrides, *(extra or [])])
     prepared = prepare(cfg, None)
     ctx = setup(cfg.dist)
-    if record is None:
+    if extra is None:
         return Textbook(cfg, prepared, ctx)
-    run_dir = folder / f"record-{record}"
+    run_dir = folder / "-".join(extra).replace("=", "_")
     sink = TensorBoardSink(run_dir) if ctx.is_main else NullSink()  # the harness writes its events, as in a run
     return Trainer(cfg, ctx, prepared.model, prepared.data, run_dir, sink)
 
@@ -104,9 +111,10 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(1)
     total = args.warmup + args.steps
     overrides = [*args.overrides, f"train.steps={total}", "train.eval_every=0", "train.ckpt_every=0"]
-    names = ("recorded", "unrecorded", "textbook")
+    sharded = any(o.startswith("dist.strategy=") and not o.endswith("=ddp") for o in args.overrides)
+    names = tuple(n for n in VARIANTS if not (sharded and n == "no-hook"))  # FSDP has no DDP hook
     with tempfile.TemporaryDirectory() as tmp:
-        variants = dict(zip(names, (build(args.recipe, overrides, r, Path(tmp)) for r in (True, False, None))))
+        variants = {n: build(args.recipe, overrides, VARIANTS[n], Path(tmp)) for n in names}
         quiet = Progress(total, "items", False)
         times: dict[str, list[float]] = {n: [] for n in names}
         for step in range(total):
@@ -135,7 +143,8 @@ def report(args, times: dict[str, list[float]]) -> None:
     for n, m in med.items():
         print(f"{n:>11}: median {m:.3f} ms/step")
     blocks = 5
-    for a, b in (("recorded", "unrecorded"), ("recorded", "textbook"), ("unrecorded", "textbook")):
+    pairs = [("recorded", "unrecorded"), ("recorded", "textbook"), ("unrecorded", "no-hook"), ("no-hook", "textbook")]
+    for a, b in (pair for pair in pairs if pair[0] in times and pair[1] in times):
         size = len(times[a]) // blocks
         per_block = [statistics.median(times[a][i * size:(i + 1) * size]) / statistics.median(times[b][i * size:(i + 1) * size])
                      for i in range(blocks)]

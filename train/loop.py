@@ -113,8 +113,9 @@ class Trainer:
             self.comm.begin_forward()
             with self.par.sync_context(last):
                 with self._autocast():
-                    # Divided so the accumulated gradient is the mean over the whole step's batch.
-                    loss = self.forward(inputs, targets) / accum
+                    loss = self.forward(inputs, targets)
+                    if accum > 1:  # the accumulated gradient is then the mean over the step's batch
+                        loss = loss / accum
                 t2 = now()
                 self.comm.begin_backward(last)
                 self.scaler.scale(loss).backward()
