@@ -6,8 +6,8 @@ share is every local member. On a NIC only the sends whose successor sits on ano
 the machine: with ranks placed node by node, a group spanning several nodes has one such edge
 per node (a DDP or FSDP ring), while HSDP's replicate groups (ranks s, s+S, s+2S, ...) have one
 per local rank. Backends differ from the ring formulas: on the emulated 2-node testbed gloo's
-reduce_scatter put an all-reduce's bytes on the wire (its time equals an all-reduce of the same
-size too, DESIGN.md), so its factor is the all-reduce's.
+reduce_scatter put an all-reduce's bytes on the wire (docs/BENCHMARKS.md, FSDP and HSDP across
+two emulated nodes), so its factor is the all-reduce's.
 """
 from __future__ import annotations
 
