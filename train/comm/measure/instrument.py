@@ -1,6 +1,6 @@
 """What the loop calls: per-step figures, log-step scalars, the run's comm summary.
 
-Vocabulary (DESIGN.md): grad bytes, sent bytes, comm time, exposed comm, overlap = 1 - exposed /
+Vocabulary (docs/ARCHITECTURE.md): grad bytes, sent bytes, comm time, exposed comm, overlap = 1 - exposed /
 comm, algbw = sent bytes / comm time, busbw = algbw x the op's factor, wire bytes. DDP runs are
 measured bucket by bucket (recorder.py: comm time = first launch to last completion, exposed =
 end of backward compute to last completion); sharded runs op by op (ops.py, sharded.py).
