@@ -18,6 +18,7 @@ from train.comm.config import CommConfig
 from train.data import DataConfig
 from train.distributed import DistConfig
 from train.errors import ConfigError, check_choice, check_range, nearest
+from train.guard import parse_policy
 from train.optim import OptimConfig
 
 
@@ -40,7 +41,7 @@ class TrainConfig:
     grad_accum: int = 1
     """Micro-steps per optimizer step (DDP syncs only on the last)."""
     seed: int = 1234
-    """Seeds model init, data order and dropout."""
+    """Seeds model init, data order and dropout (0 <= seed < 2**32)."""
     precision: str = "fp32"
     """fp32 | bf16 (autocast) | fp16 (autocast with a grad scaler)."""
     compile: bool = False
@@ -61,6 +62,8 @@ class TrainConfig:
     """off | auto (newest good checkpoint of the run folder, if any) | a checkpoint path."""
     overwrite: bool = False
     """Allow starting afresh in a run folder that already holds a run (its old files are replaced)."""
+    nonfinite: str = "stop"
+    """A non-finite loss or gradient norm: stop (exit 3, summary says why) | skip:N (skip up to N updates)."""
     run_name: str = ""
     """Folder name under runs/; "" = <model>-<torchrun id or timestamp>."""
 
@@ -68,6 +71,7 @@ class TrainConfig:
         check_range("train.steps", self.steps, 1)
         check_range("train.batch_size", self.batch_size, 1)
         check_range("train.grad_accum", self.grad_accum, 1)
+        check_range("train.seed", self.seed, 0, 2**32, hi_open=True)
         check_choice("train.precision", self.precision, ("fp32", "bf16", "fp16"))
         check_range("train.log_every", self.log_every, 1)
         check_range("train.peak_tflops", self.peak_tflops, 0)
@@ -75,6 +79,7 @@ class TrainConfig:
         check_range("train.eval_batches", self.eval_batches, 1)
         check_range("train.ckpt_every", self.ckpt_every, 0)
         check_range("train.keep_ckpts", self.keep_ckpts, 1)
+        parse_policy(self.nonfinite)
         if "/" in self.run_name or self.run_name in (".", ".."):
             raise ConfigError(f"train.run_name={self.run_name!r} must be a plain folder name")
 

@@ -19,6 +19,8 @@ from train.errors import ConfigError, check_choice, check_range
 
 STRATEGIES = ("ddp", "fsdp", "hsdp")
 REDUCE_DTYPES = ("fp32", "bf16")
+MAX_TIMEOUT_S = 7 * 24 * 3600.0  # a week: longer than any sane wait for a peer
+MAX_BUCKET_CAP_MB = 1 << 20  # 1 TiB: beyond any model's gradients, so one bucket either way
 
 
 @dataclass(kw_only=True)
@@ -48,8 +50,10 @@ class DistConfig:
 
     def __post_init__(self):
         check_choice("dist.backend", self.backend, ("auto", "gloo", "nccl"))
-        check_range("dist.timeout_s", self.timeout_s, 0, lo_open=True)
-        check_range("dist.bucket_cap_mb", self.bucket_cap_mb, 0, lo_open=True)
+        # Upper bounds keep the values inside what c10d and DDP convert without overflow
+        # (a timeout of 1e300 s would fail in timedelta after the run had started).
+        check_range("dist.timeout_s", self.timeout_s, 0, MAX_TIMEOUT_S, lo_open=True)
+        check_range("dist.bucket_cap_mb", self.bucket_cap_mb, 0, MAX_BUCKET_CAP_MB, lo_open=True)
         check_choice("dist.strategy", self.strategy, STRATEGIES)
         if isinstance(self.shard_size, bool) or not isinstance(self.shard_size, int):
             raise ConfigError(f"dist.shard_size={self.shard_size!r} has the wrong type (must be an integer)")

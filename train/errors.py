@@ -5,6 +5,7 @@ Entry points catch `UsageError` and exit 2 without a traceback (unless --debug).
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Iterable
 
 
@@ -37,11 +38,20 @@ def check_choice(key: str, value: str, allowed: Iterable[str]) -> None:
 
 
 def check_range(key: str, value: float, lo: float | None = None, hi: float | None = None,
-                lo_open: bool = False) -> None:
-    """Reject numbers outside [lo, hi] (or (lo, hi] with lo_open) with a message naming the key."""
-    bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (hi is not None and value > hi)
+                lo_open: bool = False, hi_open: bool = False) -> None:
+    """Reject numbers that are not finite or lie outside [lo, hi] (open ends with lo_open/hi_open).
+
+    NaN passes every comparison and inf passes every lower bound, so finiteness is checked
+    first: a learning rate of nan or inf must fail here, not inside the optimizer later.
+    """
+    lo_s = "" if lo is None else (f"> {lo}" if lo_open else f">= {lo}")
+    hi_s = "" if hi is None else (f"< {hi}" if hi_open else f"<= {hi}")
+    rule = " and ".join(s for s in ("finite", lo_s, hi_s) if s)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}={value!r} is not a number (must be {rule})")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}={value!r} is not a finite number (must be {rule})")
+    bad = (lo is not None and (value <= lo if lo_open else value < lo)) or \
+          (hi is not None and (value >= hi if hi_open else value > hi))
     if bad:
-        lo_s = "" if lo is None else (f"> {lo}" if lo_open else f">= {lo}")
-        hi_s = "" if hi is None else f"<= {hi}"
-        rule = " and ".join(s for s in (lo_s, hi_s) if s)
-        raise ConfigError(f"{key}={value!r} is out of range (must be {rule})")
+        raise ConfigError(f"{key}={value!r} is out of range (must be {rule.removeprefix('finite and ')})")

@@ -34,15 +34,16 @@ class OptimConfig:
     min_lr_ratio: float = 0.1
     """Floor of the cosine decay as a fraction of lr."""
     grad_clip: float = 1.0
-    """Max global gradient norm; 0 disables clipping (the norm is still measured)."""
+    """Max global gradient norm; 0 disables clipping (the norm is still measured and guarded)."""
 
     def __post_init__(self):
         check_choice("optim.name", self.name, OPTIMIZERS)
         check_range("optim.lr", self.lr, 0, lo_open=True)
         check_range("optim.weight_decay", self.weight_decay, 0)
         check_range("optim.momentum", self.momentum, 0, 1)
-        check_range("optim.beta1", self.beta1, 0, 1)
-        check_range("optim.beta2", self.beta2, 0, 1)
+        # torch refuses a beta of 1 only when the optimizer is built, after start-up: refuse it here.
+        check_range("optim.beta1", self.beta1, 0, 1, hi_open=True)
+        check_range("optim.beta2", self.beta2, 0, 1, hi_open=True)
         check_range("optim.eps", self.eps, 0, lo_open=True)
         check_range("optim.warmup_steps", self.warmup_steps, 0)
         check_choice("optim.decay", self.decay, ("cosine", "constant"))

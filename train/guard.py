@@ -1,0 +1,157 @@
+"""Non-finite numbers: the divergence guard, the finiteness check of state, the all-ranks verdict.
+
+The guard decides on a figure every rank shares, so every rank stops at the same step and no
+rank waits in a collective its peers never join: the global gradient norm. Under DDP the
+gradients are all-reduced before it is computed (a NaN on one rank reaches every rank's
+norm); under sharded strategies clip_grad_norm_ reduces it across ranks itself. The mean loss
+is checked at log steps, where every rank already holds every rank's loss.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+
+from train.errors import ConfigError
+
+DIVERGED_EXIT = 3  # 1 is a crash or a lost peer, 2 bad input: a diverged run is neither
+INJECT_ENV = "GRADWIRE_TEST_INJECT_NONFINITE"  # tests only: "<step>[,<step>...][:<rank>]"
+
+
+def parse_policy(text: str) -> int:
+    """train.nonfinite: 'stop' -> 0 skips allowed; 'skip:N' -> N (N >= 1)."""
+    if text == "stop":
+        return 0
+    head, sep, count = str(text).partition(":")
+    if head == "skip" and sep and count.isdigit() and 1 <= int(count) <= 1_000_000:
+        return int(count)
+    raise ConfigError(f"train.nonfinite={text!r} is not allowed (choose stop or skip:N with N >= 1, "
+                      f"e.g. skip:3)")
+
+
+class Divergence(Exception):
+    """A non-finite figure the policy does not absorb: the run stops at `step` on every rank."""
+
+    def __init__(self, step: int, figure: str, value, why: str):
+        self.step, self.figure, self.value, self.why = step, figure, value, why
+        super().__init__(f"step {step}: {figure}={value} is not finite; {why}")
+
+    def as_dict(self) -> dict:
+        return {"step": self.step, "figure": self.figure, "value": str(self.value), "why": self.why}
+
+
+def _scalar(t) -> float:
+    """A 0-d tensor (or a replicated DTensor) as a float; this is the guard's one host sync."""
+    if hasattr(t, "full_tensor"):
+        t = t.full_tensor()
+    return float(t)
+
+
+def _injected(rank: int) -> set[int]:
+    spec = os.environ.get(INJECT_ENV, "")
+    if not spec:
+        return set()
+    steps, _, only_rank = spec.partition(":")
+    if only_rank and int(only_rank) != rank:
+        return set()
+    return {int(s) for s in steps.split(",") if s}
+
+
+class Guard:
+    def __init__(self, policy: str, rank: int, fp16: bool, loud: bool):
+        self.allowed = parse_policy(policy)
+        self.policy, self.rank, self.fp16, self.loud = policy, rank, fp16, loud
+        self.skipped: list[int] = []
+        self.inject = _injected(rank)
+
+    def poison(self, loss: torch.Tensor, step: int) -> torch.Tensor:
+        """Tests only (INJECT_ENV): a NaN loss at chosen steps on one rank. Multiplied, not added,
+        so the gradients turn NaN too, as a real blow-up's do."""
+        return loss * float("nan") if step in self.inject else loss
+
+    def admit(self, step: int, grad_norm: torch.Tensor, scaler) -> bool:
+        """Whether to apply this step's update; raises Divergence to stop the run.
+
+        fp16: an overflow of the scaled gradients is the grad scaler's (it skips the update and
+        halves its scale), so it is admitted to scaler.step. Once the scale is below 1 the loss is
+        no longer scaled up, so a non-finite gradient is not an fp16 overflow: the guard decides.
+        """
+        value = _scalar(grad_norm)
+        if math.isfinite(value):
+            return True
+        if self.fp16 and scaler.is_enabled() and scaler.get_scale() >= 1.0:
+            return True
+        self.bad(step, "train/grad_norm", value)
+        return False
+
+    def check_loss(self, step: int, mean_loss: float) -> None:
+        """At a log step, the mean over ranks (the same number on every rank)."""
+        if not math.isfinite(mean_loss):
+            self.bad(step, "train/loss", mean_loss, applied=True)
+
+    def bad(self, step: int, figure: str, value, applied: bool = False) -> None:
+        if len(self.skipped) >= self.allowed:
+            why = ("stopped before applying the update (train.nonfinite=stop)" if not self.allowed else
+                   f"stopped: {len(self.skipped)} step(s) already skipped, train.nonfinite={self.policy}")
+            raise Divergence(step, figure, value, why)
+        if step not in self.skipped:
+            self.skipped.append(step)
+        if self.loud:
+            what = "counted as bad (its gradients were finite, so its update stands)" if applied else "update skipped"
+            print(f"gradwire: warning: step {step}: {figure}={value} is not finite; {what} "
+                  f"({len(self.skipped)} of {self.allowed} allowed by train.nonfinite={self.policy})",
+                  file=sys.stderr, flush=True)
+
+    def check_state(self, step: int, named: dict, device: torch.device) -> None:
+        """Before a checkpoint: every rank checks its own (possibly sharded) state, then all agree."""
+        where = first_nonfinite(named)
+        if not all_ranks_ok(where is None, device):
+            raise Divergence(step, where or "state on another rank", "nan/inf",
+                             "checkpoint refused (non-finite state is never saved)")
+
+
+def first_nonfinite(tree, prefix: str = "") -> str | None:
+    """Name of the first non-finite float in a nest of dicts/lists of tensors and numbers, or None.
+
+    One pass over (model, optimizer) state dicts; shared by the plain and the sharded checkpoint
+    paths (a DTensor is checked through its local shard: pair with all_ranks_ok)."""
+    leaves: list[tuple[str, torch.Tensor | float]] = []
+    _leaves(tree, prefix, leaves)
+    tensors = [(k, v) for k, v in leaves if isinstance(v, torch.Tensor)]
+    for k, v in leaves:
+        if isinstance(v, float) and not math.isfinite(v):
+            return k
+    if not tensors:
+        return None
+    flags = torch.stack([torch.isfinite(v).all().to("cpu") for _, v in tensors])  # one sync, not one per tensor
+    if bool(flags.all()):
+        return None
+    return tensors[int((~flags).nonzero()[0])][0]
+
+
+def _leaves(node, name: str, out: list) -> None:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _leaves(v, f"{name}.{k}" if name else str(k), out)
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            _leaves(v, f"{name}[{i}]", out)
+    elif isinstance(node, torch.Tensor):
+        if hasattr(node, "to_local"):
+            node = node.to_local()
+        if node.is_floating_point() or node.is_complex():
+            out.append((name, node.detach()))
+    elif isinstance(node, float):
+        out.append((name, node))
+
+
+def all_ranks_ok(ok: bool, device: torch.device | None = None) -> bool:
+    """The all-ranks verdict on a local bool (True only if every rank says True); no group: `ok`."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return ok
+    flag = torch.tensor([1 if ok else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
