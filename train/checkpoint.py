@@ -3,6 +3,8 @@
 A checkpoint is written to a temporary file, fsynced, renamed into place, and only then
 gets its `.sha256` sidecar. A file without a matching sidecar is therefore either a write cut
 short or a corrupt copy: it is reported in one line and the previous good one is used.
+Non-finite state is never written (`save` refuses it) and never resumed from (`load_newest`
+skips it), and pruning counts only verified checkpoints, so the newest good one survives.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 import torch
 
 from train.errors import UsageError
+from train.guard import first_nonfinite
 
 PATTERN = re.compile(r"^step_(\d{8})\.pt$")
 
@@ -43,17 +46,57 @@ def _write_atomically(path: Path, write) -> None:
         tmp.unlink(missing_ok=True)
 
 
+class NonFiniteState(ValueError):
+    """A save refused: the state holds NaN or inf."""
+
+
+_verified: set[tuple[str, int, int]] = set()  # (path, size, mtime_ns) whose checksum this process checked
+
+
+def _is_good(path: Path) -> bool:
+    """Checksum verified, once per file and process (a file this process wrote is known good)."""
+    try:
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if key not in _verified:
+            sidecar = path.with_suffix(".sha256")
+            if not sidecar.exists() or sidecar.read_text().strip() != _sha256(path):
+                return False
+            _verified.add(key)
+        return True
+    except OSError:
+        return False
+
+
 def save(run_dir: Path, step: int, state: dict, keep: int) -> Path:
-    """Write step_XXXXXXXX.pt atomically, then its checksum; prune to the newest `keep`."""
+    """Write step_XXXXXXXX.pt atomically, then its checksum; prune behind the newest `keep` good ones.
+
+    Refuses (NonFiniteState, nothing written, nothing pruned) a state holding NaN or inf."""
+    bad = first_nonfinite(state)
+    if bad is not None:
+        raise NonFiniteState(f"checkpoint at step {step} refused: {bad} is not finite")
     folder = checkpoint_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step_{step:08d}.pt"
     _write_atomically(path, lambda f: torch.save(state, f))
-    _write_atomically(path.with_suffix(".sha256"), lambda f: f.write(_sha256(path).encode()))
-    for old in list_checkpoints(run_dir)[keep:]:
-        old.unlink(missing_ok=True)
-        old.with_suffix(".sha256").unlink(missing_ok=True)
+    digest = _sha256(path)
+    _write_atomically(path.with_suffix(".sha256"), lambda f: f.write(digest.encode()))
+    st = path.stat()
+    _verified.add((str(path), st.st_size, st.st_mtime_ns))
+    prune(run_dir, keep)
     return path
+
+
+def prune(run_dir: Path, keep: int) -> None:
+    """Delete checkpoints older than the newest `keep` good ones. A bad file (no or wrong checksum)
+    never counts toward `keep`, so it can never push the last good checkpoint out."""
+    good = 0
+    for path in list_checkpoints(run_dir):  # newest first
+        if good >= keep:
+            path.unlink(missing_ok=True)
+            path.with_suffix(".sha256").unlink(missing_ok=True)
+        elif _is_good(path):
+            good += 1
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -79,10 +122,15 @@ def load_file(path: Path) -> dict:
 
 
 def load_newest(run_dir: Path) -> tuple[Path, dict] | None:
-    """The newest checkpoint that verifies and loads; bad ones are reported and skipped."""
+    """The newest checkpoint that verifies, loads and holds only finite state; bad ones are
+    reported and skipped (a run that diverged resumes from the last good one)."""
     for path in list_checkpoints(run_dir):
         try:
-            return path, load_file(path)
+            state = load_file(path)
+            bad = first_nonfinite({k: v for k, v in state.items() if k in ("model", "optimizer")})
+            if bad is not None:
+                raise ValueError(f"{bad} is not finite (written before the divergence guard?)")
+            return path, state
         except ValueError as e:
             print(f"gradwire: warning: skipping checkpoint {path}: {e}", file=sys.stderr)
     return None

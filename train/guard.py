@@ -64,7 +64,8 @@ class Guard:
     def __init__(self, policy: str, rank: int, fp16: bool, loud: bool):
         self.allowed = parse_policy(policy)
         self.policy, self.rank, self.fp16, self.loud = policy, rank, fp16, loud
-        self.skipped: list[int] = []
+        self.skipped: list[int] = []  # steps whose non-finite figure the policy absorbed
+        self.scaler_step = -1  # the last step left to the fp16 grad scaler to skip
         self.inject = _injected(rank)
 
     def poison(self, loss: torch.Tensor, step: int) -> torch.Tensor:
@@ -83,22 +84,24 @@ class Guard:
         if math.isfinite(value):
             return True
         if self.fp16 and scaler.is_enabled() and scaler.get_scale() >= 1.0:
+            self.scaler_step = step
             return True
         self.bad(step, "train/grad_norm", value)
         return False
 
     def check_loss(self, step: int, mean_loss: float) -> None:
         """At a log step, the mean over ranks (the same number on every rank)."""
-        if not math.isfinite(mean_loss):
+        if not math.isfinite(mean_loss) and step != self.scaler_step:
             self.bad(step, "train/loss", mean_loss, applied=True)
 
     def bad(self, step: int, figure: str, value, applied: bool = False) -> None:
+        if step in self.skipped:  # its gradient norm already counted it
+            return
         if len(self.skipped) >= self.allowed:
             why = ("stopped before applying the update (train.nonfinite=stop)" if not self.allowed else
                    f"stopped: {len(self.skipped)} step(s) already skipped, train.nonfinite={self.policy}")
             raise Divergence(step, figure, value, why)
-        if step not in self.skipped:
-            self.skipped.append(step)
+        self.skipped.append(step)
         if self.loud:
             what = "counted as bad (its gradients were finite, so its update stands)" if applied else "update skipped"
             print(f"gradwire: warning: step {step}: {figure}={value} is not finite; {what} "
@@ -111,6 +114,20 @@ class Guard:
         if not all_ranks_ok(where is None, device):
             raise Divergence(step, where or "state on another rank", "nan/inf",
                              "checkpoint refused (non-finite state is never saved)")
+
+
+    def report(self, stopped: Divergence | None) -> dict:
+        """summary.json's account: what stopped the run (if anything) and which steps were skipped."""
+        return {"policy": self.policy, "skipped_steps": list(self.skipped),
+                "stopped": stopped.as_dict() if stopped else None}
+
+
+def announce(err: Divergence, run_dir) -> None:
+    """The one line a diverged run prints (rank 0), with where `train.resume=auto` will pick up."""
+    from train.checkpoint import list_checkpoints  # checkpoint imports this module
+    found = list_checkpoints(run_dir)
+    tail = f"newest checkpoint: {found[0]}" if found else "no checkpoint was written before it"
+    print(f"gradwire: error: {err}; {tail}", file=sys.stderr, flush=True)
 
 
 def first_nonfinite(tree, prefix: str = "") -> str | None:
