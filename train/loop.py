@@ -6,6 +6,7 @@ reports its throughput unit; everything about the network is the comm instrument
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import statistics
 import time
@@ -21,6 +22,7 @@ from train.comm.measure.ranks import rank_figures
 from train.config import RunConfig, to_dict
 from train.data import Datasets, ShardedBatches
 from train.distributed import DistContext, gather_floats, gather_objects
+from train.guard import Divergence, Guard, announce
 from train.metrics import NullSink, Progress
 from train.optim import build_optimizer, build_scheduler
 from train.parallel import wrap
@@ -28,6 +30,11 @@ from train.perf import device_name, memory_figures, mfu_pct, peak_tflops
 from train.signals import StopRequest
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def finite(x: float | None) -> float | None:
+    """summary.json holds strict JSON: a NaN loss is reported as null (stopped_by says why)."""
+    return x if x is None or math.isfinite(x) else None
 
 
 def now() -> float:
@@ -87,6 +94,8 @@ class Trainer:
         self.batches = ShardedBatches(len(data.train), t.batch_size, ctx.rank, ctx.world_size, t.grad_accum, t.seed)
         self.history = History()
         self.window: list[dict] = []  # the steps' figures since the last log step
+        self.guard = Guard(t.nonfinite, ctx.rank, t.precision == "fp16", loud=ctx.is_main)
+        self.diverged: Divergence | None = None
         self.phase = "setup"  # what the rank was doing, for the one-line error when a peer is lost
         self.step_phase = ("forward/backward with FSDP's all-gathers and reduce-scatters" if self.par.sharded
                            else "forward/backward with the gradient all_reduce (DDP buckets)")
@@ -113,7 +122,7 @@ class Trainer:
             self.comm.begin_forward()
             with self.par.sync_context(last):
                 with self._autocast():
-                    loss = self.forward(inputs, targets)
+                    loss = self.guard.poison(self.forward(inputs, targets), step)
                     if accum > 1:  # the accumulated gradient is then the mean over the step's batch
                         loss = loss / accum
                 t2 = now()
@@ -128,7 +137,8 @@ class Trainer:
         self.comm.end_backward()
         self.scaler.unscale_(self.optimizer)
         grad_norm = self.par.clip_grad_norm(self.cfg.optim.grad_clip)
-        self.scaler.step(self.optimizer)
+        if self.guard.admit(step, grad_norm, self.scaler):  # every rank decides alike (a shared figure)
+            self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
@@ -143,11 +153,19 @@ class Trainer:
     # -- the run -----------------------------------------------------------------------------
     def run(self) -> dict:
         progress = Progress(self.cfg.train.steps, self.model.unit, self.ctx.is_main)
+        try:
+            self._steps(progress)
+        except Divergence as e:  # raised on every rank at the same step: stop together
+            self.diverged = e
+            if self.ctx.is_main:
+                announce(e, self.run_dir)
+        return self.summary()
+
+    def _steps(self, progress: Progress) -> None:
         step = self.start_step
         while step < self.cfg.train.steps and not self.stop.requested:
             self.train_one(step, progress)
             step += 1
-        return self.summary()
 
     def train_one(self, step: int, progress: Progress) -> None:
         """One step and whatever falls due after it: a log step, eval, a checkpoint."""
@@ -173,6 +191,7 @@ class Trainer:
         local = self.comm.rank_vector(window)
         rows = gather_floats([loss, *local], self.ctx.device)
         mean_loss = statistics.fmean(r[0] for r in rows)
+        self.guard.check_loss(step, mean_loss)
         if self.history.first_loss is None:
             self.history.first_loss = mean_loss
         self.history.final_loss = mean_loss
@@ -207,6 +226,8 @@ class Trainer:
 
     def save_checkpoint(self, step: int) -> None:
         rng = gather_objects(torch.get_rng_state())  # every rank's stream, so resume is exact
+        self.guard.check_state(step, {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()},
+                               self.ctx.device)  # every rank, its own shards; one verdict for all
         m = self.cfg.model
         state = {"step": step, "world_size": self.ctx.world_size, "rng": rng, "strategy": self.par.layout()["strategy"],
                  "model_id": {"name": m.name, "flavor": m.flavor, "params": self.model.num_params()},
@@ -241,8 +262,11 @@ class Trainer:
                "model": {"name": self.cfg.model.name, "flavor": self.cfg.model.flavor,
                          "params": self.model.num_params(), "flops_per_item": self.model.flops_per_item(),
                          "unit": self.model.unit},
-               "steps": h.steps_done, "start_step": self.start_step, "completed": h.steps_done >= t.steps,
-               "first_loss": h.first_loss, "final_loss": h.final_loss, "eval_loss": h.eval_loss,
+               "steps": h.steps_done, "start_step": self.start_step,
+               "completed": h.steps_done >= t.steps and self.diverged is None,
+               "stopped_by": "nonfinite" if self.diverged else "signal" if self.stop.requested else None,
+               "nonfinite": self.guard.report(self.diverged),
+               "first_loss": finite(h.first_loss), "final_loss": finite(h.final_loss), "eval_loss": finite(h.eval_loss),
                "time": {"step_ms_median": step_ms},
                "throughput": {f"{self.model.unit}_per_s": items / (step_ms / 1e3) if step_ms else None},
                "mfu_pct": self.mfu(items / (step_ms / 1e3)) if step_ms else None,
