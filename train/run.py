@@ -12,6 +12,7 @@ from train.build import Prepared, clear_old_run, fresh_run_dir
 from train.comm.measure.report import network_layout, summary_table, write_png
 from train.config import to_toml
 from train.distributed import DistContext, seed_everything, setup, teardown
+from train.guard import DIVERGED_EXIT
 from train.loop import Trainer
 from train.metrics import NullSink, TensorBoardSink, write_json_atomically
 from train.signals import StopRequest
@@ -74,4 +75,5 @@ def run(prepared: Prepared, debug: bool = False) -> int:
     trainer.close()
     del trainer
     teardown()
-    return stop.exit_code
+    # A diverged run stopped on every rank at the same step: a clean teardown, but not a success.
+    return DIVERGED_EXIT if summary["stopped_by"] == "nonfinite" else stop.exit_code
