@@ -83,10 +83,12 @@ class Guard:
         value = _scalar(grad_norm)
         if math.isfinite(value):
             return True
-        if self.fp16 and scaler.is_enabled() and scaler.get_scale() >= 1.0:
+        scale = scaler.get_scale() if self.fp16 and scaler.is_enabled() else None
+        if scale is not None and scale >= 1.0:
             self.scaler_step = step
             return True
-        self.bad(step, "train/grad_norm", value)
+        self.bad(step, "train/grad_norm", value, note="" if scale is None else
+                 f" (fp16 grad scaler at scale {scale:g} < 1: not an overflow it can rescale)")
         return False
 
     def check_loss(self, step: int, mean_loss: float) -> None:
@@ -94,13 +96,13 @@ class Guard:
         if not math.isfinite(mean_loss) and step != self.scaler_step:
             self.bad(step, "train/loss", mean_loss, applied=True)
 
-    def bad(self, step: int, figure: str, value, applied: bool = False) -> None:
+    def bad(self, step: int, figure: str, value, applied: bool = False, note: str = "") -> None:
         if step in self.skipped:  # its gradient norm already counted it
             return
         if len(self.skipped) >= self.allowed:
             why = ("stopped before applying the update (train.nonfinite=stop)" if not self.allowed else
                    f"stopped: {len(self.skipped)} step(s) already skipped, train.nonfinite={self.policy}")
-            raise Divergence(step, figure, value, why)
+            raise Divergence(step, figure, value, why + note)
         self.skipped.append(step)
         if self.loud:
             what = "counted as bad (its gradients were finite, so its update stands)" if applied else "update skipped"
