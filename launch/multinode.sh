@@ -47,7 +47,11 @@ if [ "$NODE_RANK" = "0" ]; then
 else
     # A bounded wait for the endpoint, then one clear line (torchrun alone would retry for minutes).
     "$PYTHON" - "$MASTER_ADDR" "$MASTER_PORT" "${RDZV_WAIT:-120}" <<'PY' || exit 2
-import socket, sys, time
+import ctypes, signal, socket, sys, time
+try:  # end with this script (a killed testbed's parent-death SIGTERM ends the script)
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG, Linux only
+except (AttributeError, OSError):
+    pass
 host, port, wait = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 deadline = time.monotonic() + wait
 while True:

@@ -2,11 +2,15 @@
 
 Two nodes are joined by one veth pair; more hang off a bridge in a "switch" namespace. Every
 name carries this testbed's tag (gw<pid>), so teardown removes exactly what was built and
-nothing of anyone else's. Addresses live only inside the namespaces.
+nothing of anyone else's, and a later testbed can tell a killed one's leftovers (its pid is
+gone) from a running one's. Addresses live only inside the namespaces.
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import re
+import signal
 import subprocess
 from dataclasses import dataclass, field
 
@@ -30,7 +34,7 @@ class Topology:
     nodes: int
     rate_bit_s: float
     subnet: int = 77
-    tag: str = field(default_factory=lambda: f"gw{os.getpid() % 100000}")
+    tag: str = field(default_factory=lambda: f"gw{os.getpid()}")  # the whole pid: stale_namespaces reads it back
     built: list = field(default_factory=list)  # namespaces, in creation order
 
     def ns(self, k: int) -> str:
@@ -95,7 +99,7 @@ def leftovers(tag: str) -> list[str]:
 
 def netem_available() -> tuple[bool, str]:
     """Probe for the netem qdisc (link delay) in a scratch namespace."""
-    scratch = f"gwprobe{os.getpid() % 100000}"
+    scratch = f"gwprobe{os.getpid()}"
     try:
         sh("ip", "netns", "add", scratch)
         done = sh("ip", "netns", "exec", scratch, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms",
@@ -103,3 +107,60 @@ def netem_available() -> tuple[bool, str]:
         return done.returncode == 0, done.stderr.strip()
     finally:
         sh("ip", "netns", "delete", scratch, check=False)
+
+
+OURS = re.compile(r"^gw(?:probe)?(\d+)(?:n\d+|sw)?$")  # every name this module gives a namespace
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stale_namespaces() -> list[str]:
+    """Namespaces of ours whose testbed process is gone (killed before its cleanup ran)."""
+    names = [line.split()[0] for line in sh("ip", "netns", "list", check=False).stdout.splitlines() if line.strip()]
+    return [n for n in names if (m := OURS.match(n)) and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1)))]
+
+
+def remove_stale() -> list[str]:
+    """Delete stale namespaces, ending first any process still inside one (it would keep the
+    namespace, and a port, alive). Only names of our own pattern with a dead owner are touched."""
+    removed = []
+    for name in stale_namespaces():
+        for pid in sh("ip", "netns", "pids", name, check=False).stdout.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        if sh("ip", "netns", "delete", name, check=False).returncode == 0:
+            removed.append(name)
+    return removed
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM):
+    """A preexec_fn: the child gets `sig` when the testbed dies, even by SIGKILL, so nothing it
+    started outlives it. SIGTERM, not SIGKILL: torchrun then stops its own workers (they run in
+    sessions of their own, out of reach of a process-group kill)."""
+    parent = os.getpid()
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, sig)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), sig)
+    return preexec
+
+
+def die_with_parent_now(sig: int = signal.SIGTERM) -> None:
+    """The same for this process (the testbed re-executed inside a user namespace, whose
+    credential change clears a parent-death signal set before it)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)

@@ -7,6 +7,7 @@ under <run-dir>/testbed/, returns the worst exit code, and always removes the na
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import shutil
@@ -17,11 +18,12 @@ import threading
 import time
 from pathlib import Path
 
-from launch.netns import Topology, netem_available
+from launch.netns import Topology, die_with_parent, die_with_parent_now, netem_available, remove_stale
 
 HERE = Path(__file__).resolve().parent
 RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(bit|kbit|mbit|gbit)?\s*$", re.I)
 SCALE = {None: 1.0, "bit": 1.0, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
+MAX_NODES = 200
 
 
 class TestbedError(Exception):
@@ -54,8 +56,13 @@ def parse_args(argv):
     args.program = program
     if args.nodes < 2:
         raise TestbedError(f"--nodes {args.nodes} must be >= 2 (one node has no network to emulate)")
+    if args.nodes > MAX_NODES:
+        raise TestbedError(f"--nodes {args.nodes} must be <= {MAX_NODES} (one /24 subnet of addresses)")
     if args.nproc_per_node < 1:
         raise TestbedError(f"--nproc-per-node {args.nproc_per_node} must be >= 1")
+    for flag, value in (("--timeout", args.timeout), ("--grace", args.grace)):
+        if not (math.isfinite(value) and value >= 0):  # nan would never time out, inf never stop
+            raise TestbedError(f"{flag} {value} must be a finite number of seconds >= 0")
     args.rate_bit_s = parse_rate(args.rate)
     if not program and not args.check:
         raise TestbedError("no program after '--' (e.g. -- -m train --recipe mlp)")
@@ -76,7 +83,7 @@ def reexec_unprivileged(argv) -> int:
     inner = "mount -t tmpfs tmpfs /run && mkdir -p /run/netns && exec \"$0\" -m launch.testbed \"$@\""
     cmd = ["unshare", "--user", "--map-root-user", "--net", "--mount", "sh", "-c", inner, sys.executable, *argv]
     env = {**os.environ, "GRADWIRE_TESTBED_USERNS": "1"}
-    done = subprocess.run(cmd, env=env)
+    done = subprocess.run(cmd, env=env, preexec_fn=die_with_parent())
     return done.returncode
 
 
@@ -91,15 +98,18 @@ def node_env(topo: Topology, k: int, args) -> dict:
 
 
 def start_nodes(topo: Topology, args, log_dir: Path) -> list[subprocess.Popen]:
-    procs = []
+    """One multinode.sh per node. `ip netns exec` and the script exec into torchrun, so the
+    parent-death signal lands on torchrun, which then stops its workers."""
+    procs, logs = [], []
     for k in range(args.nodes):
         cmd = [*topo.exec_prefix(k), "bash", str(HERE / "multinode.sh"), *args.program]
-        log = open(log_dir / f"node{k}.log", "w")
-        proc = subprocess.Popen(cmd, env=node_env(topo, k, args), stdout=subprocess.PIPE if k == 0 else log,
-                                stderr=subprocess.STDOUT, start_new_session=True, text=True)
-        if k == 0:  # node 0 is streamed to the console and kept in its log
-            threading.Thread(target=_tee, args=(proc.stdout, log), daemon=True).start()
-        procs.append(proc)
+        logs.append(open(log_dir / f"node{k}.log", "w"))
+        procs.append(subprocess.Popen(cmd, env=node_env(topo, k, args), stdout=subprocess.PIPE if k == 0 else logs[k],
+                                      stderr=subprocess.STDOUT, start_new_session=True, text=True,
+                                      preexec_fn=die_with_parent()))
+    # Node 0 is streamed to the console and kept in its log; the thread starts only after the
+    # last fork, since a preexec_fn and a running thread do not mix.
+    threading.Thread(target=_tee, args=(procs[0].stdout, logs[0]), daemon=True).start()
     return procs
 
 
@@ -145,9 +155,10 @@ def supervise(procs: list[subprocess.Popen], args) -> int:
 def check_link(topo: Topology) -> None:
     """Send 2 s of data node 1 -> node 0 through the shaped link and report the rate seen."""
     server = subprocess.Popen([*topo.exec_prefix(0), sys.executable, "-c", SINK_SERVER, topo.addr(0)],
-                              stdout=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, text=True, preexec_fn=die_with_parent())
     time.sleep(0.5)
-    subprocess.run([*topo.exec_prefix(1), sys.executable, "-c", SOURCE_CLIENT, topo.addr(0)], timeout=30, check=True)
+    subprocess.run([*topo.exec_prefix(1), sys.executable, "-c", SOURCE_CLIENT, topo.addr(0)], timeout=30, check=True,
+                   preexec_fn=die_with_parent())
     out = server.communicate(timeout=30)[0].strip()
     print(f"testbed: namespaces {topo.tag}*")
     print(f"link {topo.ns(1)} -> {topo.ns(0)}: shaped {topo.rate_bit_s / 1e6:g} Mbit/s, measured {out} Mbit/s")
@@ -183,7 +194,11 @@ def run(args) -> int:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_signal)
+    if os.environ.get("GRADWIRE_TESTBED_USERNS"):
+        die_with_parent_now()  # the outer testbed's death (even SIGKILL) reaches us as SIGTERM
     try:
+        for name in remove_stale():  # a killed testbed's namespaces (their owner pid is gone)
+            print(f"testbed: removed stale namespace {name}", flush=True)
         topo.build()
         if args.check:
             check_link(topo)

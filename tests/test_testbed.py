@@ -86,3 +86,40 @@ def test_bad_testbed_input_is_one_line_exit_2(args, fragment):
     assert done.returncode == 2 and fragment in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert "namespaces" not in done.stdout  # refused before anything was built
+
+
+@needs_namespaces
+def test_a_killed_testbed_leaves_no_process_and_its_namespaces_are_removed_next_time(tmp_path):
+    import signal
+    import time
+
+    import psutil
+    script = tmp_path / "sleeper.py"
+    script.write_text("import time\ntime.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-m", "launch.testbed", "--nodes", "2", "--rate", "1gbit",
+                             "--run-dir", str(tmp_path), "--", str(script)], stdout=subprocess.PIPE, text=True,
+                            env=env(), cwd=REPO)
+    try:
+        line = proc.stdout.readline()
+        tag = line.split("namespaces ", 1)[1].split("*", 1)[0]
+        ours = lambda: [p for p in psutil.process_iter(["cmdline"]) if str(script) in (p.info["cmdline"] or [])]
+        deadline = time.monotonic() + 60
+        while len(ours()) < 2:  # both nodes' workers are running the script
+            assert time.monotonic() < deadline, "the nodes never started"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)  # no finally, no cleanup of its own
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 45
+        while ours():
+            assert time.monotonic() < deadline, f"left behind: {[p.pid for p in ours()]}"
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stale = lambda: [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+                     if n.startswith(tag)]
+    if os.geteuid() == 0:  # unprivileged, the namespaces lived in a private mount that died with it
+        assert stale(), "the killed testbed had no chance to remove its namespaces"
+    done = run_testbed(["--nodes", "2", "--rate", "200mbit", "--check"], timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert not stale() and no_leftovers(done)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -21,21 +22,24 @@ from train.comm.plan.costmodel import fit_alpha_beta, format_rate, parse_rate
 from train.distributed import DistConfig, setup, teardown
 from train.errors import UsageError, check_choice
 
+MAX_BYTES = 1 << 40  # beyond any device's memory: a typo, not a message size
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
-def parse_size(text: str) -> int:
+def parse_size(text: str, flag: str = "size") -> int:
     """'64M' -> 67108864 (binary multiples, as nccl-tests' -b/-e)."""
     units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     t = str(text).strip().upper().removesuffix("B")
     num, unit = (t[:-1], t[-1]) if t and t[-1] in units and t[-1] != "" else (t, "")
     try:
-        value = int(float(num) * units[unit])
+        value = float(num) * units[unit]
     except ValueError:
-        raise UsageError(f"size {text!r} is not understood (use bytes with K, M or G, e.g. 1K, 64M)") from None
-    if value < 1:
-        raise UsageError(f"size {text!r} must be at least 1 byte")
-    return value
+        value = math.nan
+    if not math.isfinite(value):  # "inf" and "nan" parse as floats: refuse them here, not in int()
+        raise UsageError(f"{flag} {text!r} is not understood (use bytes with K, M or G, e.g. 1K, 64M)")
+    if not 1 <= value <= MAX_BYTES:
+        raise UsageError(f"{flag} {text!r} is out of range (must be 1 byte to 1024G)")
+    return int(value)
 
 
 def parse_args(argv):
@@ -58,15 +62,19 @@ def parse_args(argv):
     args.op_list = [o.strip() for o in args.ops.split(",") if o.strip()]
     for op in args.op_list:
         check_choice("--ops", op, OPS)
-    args.min_b, args.max_b = parse_size(args.min_bytes), parse_size(args.max_bytes)
-    args.fit_min_b = parse_size(args.fit_min_bytes) if args.fit_min_bytes != "0" else 0
+    args.min_b, args.max_b = parse_size(args.min_bytes, "--min-bytes"), parse_size(args.max_bytes, "--max-bytes")
+    args.fit_min_b = parse_size(args.fit_min_bytes, "--fit-min-bytes") if args.fit_min_bytes != "0" else 0
     if args.min_b > args.max_b:
         raise UsageError(f"--min-bytes {args.min_bytes} is larger than --max-bytes {args.max_bytes}")
-    if args.factor <= 1:
-        raise UsageError(f"--factor {args.factor} must be > 1")
-    if args.iters < 1 or args.warmup < 0:
-        raise UsageError("--iters must be >= 1 and --warmup >= 0")
+    if not (math.isfinite(args.factor) and args.factor > 1):
+        raise UsageError(f"--factor {args.factor} must be a finite number > 1")
+    if args.iters < 1:
+        raise UsageError(f"--iters {args.iters} must be >= 1")
+    if args.warmup < 0:
+        raise UsageError(f"--warmup {args.warmup} must be >= 0")
     args.link_bit_s = parse_rate(args.link) if args.link else None
+    if args.link_bit_s is not None and not math.isfinite(args.link_bit_s):
+        raise UsageError(f"--link {args.link!r} is not a finite rate")
     return args
 
 
