@@ -33,6 +33,8 @@ TRAIN_CASES = [
     (["--recipe", "mlp", "optim.lrr=0.1"], "did you mean 'optim.lr'"),
     (["--recipe", "mlp", "optm.lr=0.1"], "unknown section 'optm'; did you mean 'optim'"),
     (["--recipe", "mlp", "optim.lr=-1"], "optim.lr=-1.0 is out of range (must be > 0)"),
+    (["--recipe", "mlp", "optim.lr=nan"], "optim.lr=nan is not a finite number (must be finite and > 0)"),
+    (["--recipe", "mlp", "optim.lr=inf"], "optim.lr=inf is not a finite number"),
     (["--recipe", "mlp", "train.steps=ten"], "train.steps='ten' has the wrong type (must be an integer)"),
     (["--recipe", "mlp", "train.steps=0"], "train.steps=0 is out of range (must be >= 1)"),
     (["--recipe", "mlp", "train.batch_size=32", "train.grad_accum=3"], "train.batch_size=32 must divide by"),
@@ -88,11 +90,14 @@ def test_debug_shows_the_traceback():
 
 @pytest.mark.parametrize("args, fragment", [
     (["train.comm.sweep", "--ops", "allreduce"], "did you mean 'all_reduce'"),
-    (["train.comm.sweep", "--max-bytes", "huge"], "size 'huge' is not understood"),
+    (["train.comm.sweep", "--max-bytes", "huge"], "--max-bytes 'huge' is not understood"),
+    (["train.comm.sweep", "--max-bytes", "inf"], "--max-bytes 'inf' is not understood"),
+    (["train.comm.sweep", "--factor", "nan"], "--factor nan must be a finite number > 1"),
     (["train.comm.plan", "--params", "7e9", "--link", "fast"], "link rate 'fast' is not understood"),
     (["train.comm.plan", "/nonexistent/summary.json"], "does not exist"),
     (["launch.testbed", "--nodes", "1", "--", "-m", "train"], "--nodes 1 must be >= 2"),
     (["launch.testbed", "--rate", "quick", "--", "-m", "train"], "is not a tc rate"),
+    (["launch.testbed", "--timeout", "nan", "--", "-m", "train"], "--timeout nan must be a finite number"),
 ])
 def test_other_entry_points_refuse_bad_input(args, fragment):
     done = python_m(args)
