@@ -131,3 +131,21 @@ def test_peer_that_stops_answering_fails_the_job_within_the_timeout(tmp_path):
     assert "dist.timeout_s=4" in line
     assert proc.returncode != 0
     assert len(read_scalars(run_dir)["train/loss"]) >= 1  # what was logged before the hang is on disk
+
+
+def test_restarted_workers_continue_the_run_without_resume_auto(tmp_path):
+    # No train.resume=auto: a restarted worker must still continue this job's run, not exit 2
+    # ("already holds a run") until torchrun's restarts are used up.
+    run_dir = tmp_path / "run"
+    overrides = tiny("mlp", "train.ckpt_every=10", "train.log_every=50", steps=300)
+    proc = popen(["--recipe", "mlp", "--run-dir", str(run_dir), *overrides], nproc=2, extra=["--max-restarts=1"])
+    try:
+        wait_for(lambda: newest_step(run_dir) >= 20, 120, "a checkpoint at step 20")
+        wait_for(lambda: worker(proc, 1), 10, "rank 1's process").send_signal(signal.SIGKILL)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
+    assert proc.returncode == 0, err[-3000:]
+    assert "already holds a run" not in err and "torchrun restart 1: continuing this run" in err
+    summary = read_summary(run_dir)
+    assert summary["completed"] and 0 < summary["start_step"] < 300

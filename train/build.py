@@ -6,8 +6,10 @@ instead of hanging peers at a rendezvous.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from train.distributed import pick_backend
 from train.errors import ConfigError, UsageError
 
 RUN_MARKERS = ("config.toml", "summary.json", "checkpoints")
+JOB_MARK = "torchrun_job"  # the torchrun job (TORCHELASTIC_RUN_ID) whose workers started this folder's run
 
 
 @dataclass
@@ -81,6 +84,49 @@ def newest_checkpoint(run_dir: Path) -> tuple[Path, dict] | None:
     """The newer of the run's newest good full checkpoint (DDP) and its newest sharded one."""
     found = [f for f in (checkpoint.load_newest(run_dir), checkpoint_sharded.load_newest(run_dir)) if f]
     return max(found, key=lambda f: int(f[1]["step"])) if found else None
+
+
+def restart_count() -> int:
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+
+
+def started_by_this_job(folder: Path) -> bool:
+    """The folder's run was started by this torchrun job (torchrun keeps the run id across restarts;
+    --standalone makes it a fresh uuid per launch, multinode.sh passes RDZV_ID)."""
+    job = os.environ.get("TORCHELASTIC_RUN_ID", "")
+    try:
+        return bool(job) and (folder / JOB_MARK).read_text().strip() == job
+    except OSError:
+        return False
+
+
+def for_restart(cfg: RunConfig, run_dir: Path) -> RunConfig:
+    """A worker restarted by torchrun (restart count > 0) continues this job's run: from its newest
+    good checkpoint, else afresh. Without this every restart would exit 2 ("already holds a run")
+    until the restarts were used up. A folder of another job's run is still refused."""
+    if restart_count() == 0 or not started_by_this_job(run_dir):
+        return cfg
+    t = cfg.train
+    resume = "auto" if t.resume in ("off", "auto") or any_checkpoint(run_dir) else t.resume
+    if os.environ.get("RANK") == "0":
+        print(f"gradwire: torchrun restart {restart_count()}: continuing this run in {run_dir} "
+              f"(train.resume={resume}; afresh if it has no good checkpoint)", file=sys.stderr, flush=True)
+    # overwrite=true: with no checkpoint to resume, the dead attempt's outputs are cleared, not mixed in
+    return dataclasses.replace(cfg, train=dataclasses.replace(t, resume=resume, overwrite=True))
+
+
+def mark_job(run_dir: Path) -> None:
+    """Rank 0 records which torchrun job owns the run (atomically: restarted peers may read it)."""
+    job = os.environ.get("TORCHELASTIC_RUN_ID", "")
+    if not job or os.environ.get("RANK") != "0":
+        return
+    tmp = run_dir / f".{JOB_MARK}.tmp{os.getpid()}"
+    tmp.write_text(job + "\n")
+    os.replace(tmp, run_dir / JOB_MARK)
+
+
+def any_checkpoint(run_dir: Path) -> bool:
+    return bool(checkpoint.list_checkpoints(run_dir) or checkpoint_sharded.list_checkpoints(run_dir))
 
 
 def load_resume(cfg: RunConfig, run_dir: Path | None, model) -> dict | None:
@@ -148,8 +194,12 @@ def prepare(cfg: RunConfig, run_dir_arg: str | None) -> Prepared:
     ShardedBatches(len(data.train), cfg.train.batch_size, 0, world, cfg.train.grad_accum, cfg.train.seed)
     run_dir = named_run_dir(cfg, run_dir_arg)
     if run_dir is not None:
+        cfg = for_restart(cfg, run_dir)
         check_run_dir(run_dir, cfg)
-    return Prepared(cfg, data, model, run_dir, load_resume(cfg, run_dir, model))
+    resume = load_resume(cfg, run_dir, model)
+    if run_dir is not None:
+        mark_job(run_dir)  # the last step: nothing is written unless the input was good
+    return Prepared(cfg, data, model, run_dir, resume)
 
 
 def _task_of(cfg: RunConfig) -> str:
