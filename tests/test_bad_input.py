@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from runner import python_m
+from runner import python_m, torchrun
 
 
 def snapshot(folder) -> dict:
@@ -104,3 +104,18 @@ def test_other_entry_points_refuse_bad_input(args, fragment):
     assert done.returncode == 2 and fragment in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
 
+
+
+def test_an_unreadable_file_in_a_text_folder_fails_every_rank_before_any_group(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("some text to learn from\n" * 2000)
+    (corpus / "b.txt").symlink_to("/proc/self/mem")  # a regular file whose read fails (EIO), even for root
+    done = torchrun(["-m", "train", "--recipe", "lstm", "--run-dir", str(tmp_path / "run"), "model.flavor=debug",
+                     f"data.root={corpus}", "train.steps=2"], timeout=120)
+    assert done.returncode != 0
+    lines = [l for l in done.stderr.splitlines() if l.startswith("gradwire: error:")]
+    assert lines and all(f"file '{corpus / 'b.txt'}' cannot be read" in l for l in lines), done.stderr[-3000:]
+    assert "exitcode  : 2" in done.stderr  # the usage-error exit, not a crash
+    assert "ConfigError" not in done.stderr and "load_text" not in done.stderr  # no worker traceback
+    assert not (tmp_path / "run").exists()  # failed before any rank wrote anything
