@@ -13,7 +13,8 @@
 #   LOCAL_ADDR        this node's own address, advertised to the others (default: none; set it when
 #                     the hostname resolves to loopback, or torchrun advertises an unreachable name)
 #   SOCKET_IFNAME     interface for gloo and NCCL traffic (exported as GLOO_/NCCL_SOCKET_IFNAME)
-#   RDZV_ID           job id shared by all nodes (default gradwire)
+#   RDZV_ID           job id shared by all nodes (default gradwire); give each job its own: a worker
+#                     restarted by torchrun continues the run whose folder carries this id
 #   RDZV_WAIT         seconds a non-host node waits for the rendezvous endpoint (default 120)
 #   MAX_RESTARTS      torchrun --max-restarts (default 0); pair with train.resume=auto and --run-dir
 #   PYTHON            interpreter whose torch to use (default python3)
