@@ -136,12 +136,27 @@ def test_first_nonfinite_names_the_entry():
 def _verdicts(rank, world):
     assert all_ranks_ok(True) is True
     assert all_ranks_ok(rank != 1) is False  # one rank's bad state is every rank's verdict
-    state = {"model": {"w": torch.tensor([math.nan if rank == 1 else 0.0])}}
+    _fsdp_guard(rank)
+
+
+def _fsdp_guard(rank):
+    from torch.distributed.fsdp import fully_shard
+    torch.manual_seed(0)
+    model = fully_shard(torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 1)))
+    guard = Guard("stop", rank, False, loud=False)
+    loss = model(torch.randn(4, 8)).pow(2).mean()
+    (loss * float("nan") if rank == 1 else loss).backward()  # NaN on rank 1 only
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # a DTensor, reduced over ranks
+    with pytest.raises(Divergence, match="train/grad_norm=nan"):
+        guard.admit(3, norm, torch.amp.GradScaler("cpu", enabled=False))
+    with torch.no_grad():  # one rank's shard goes bad: every rank refuses the checkpoint
+        next(model.parameters()).to_local().fill_(math.nan if rank == 1 else 0.0)
     with pytest.raises(Divergence, match="checkpoint refused"):
-        Guard("stop", rank, False, loud=False).check_state(7, state, torch.device("cpu"))
+        guard.check_state(4, {"model": model.state_dict()}, torch.device("cpu"))
 
 
-def test_all_ranks_share_the_verdict_on_sharded_state(tmp_path):
+def test_all_ranks_share_the_verdict_under_fsdp_too(tmp_path):
+    """The verdict helper, and the guard on FSDP2's DTensor norm and sharded state (2 gloo ranks)."""
     run_ranks(_verdicts, 2, tmp_path)
 
 
