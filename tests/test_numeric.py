@@ -164,7 +164,7 @@ def test_all_ranks_share_the_verdict_under_fsdp_too(tmp_path):
 
 def test_nan_on_one_rank_stops_every_rank_at_that_step_and_resume_uses_the_last_good(tmp_path):
     run_dir = tmp_path / "run"
-    args = ["--recipe", "mlp", "--run-dir", str(run_dir), *tiny("mlp", "train.ckpt_every=2", steps=12)]
+    args = ["--recipe", "mlp", "--run-dir", str(run_dir), *tiny("mlp", "train.ckpt_every=2", steps=8)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "train", *args]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=REPO,
                           env={**env(), INJECT_ENV: "5:1"})  # NaN loss at step 5, on rank 1 only

@@ -100,8 +100,9 @@ class Guard:
         if step in self.skipped:  # its gradient norm already counted it
             return
         if len(self.skipped) >= self.allowed:
-            why = ("stopped before applying the update (train.nonfinite=stop)" if not self.allowed else
-                   f"stopped: {len(self.skipped)} step(s) already skipped, train.nonfinite={self.policy}")
+            how = "its gradients were finite, so its update was applied" if applied else "its update was not applied"
+            why = (f"stopped ({how}; train.nonfinite=stop)" if not self.allowed else
+                   f"stopped ({how}; {len(self.skipped)} step(s) already skipped, train.nonfinite={self.policy})")
             raise Divergence(step, figure, value, why + note)
         self.skipped.append(step)
         if self.loud:
@@ -116,7 +117,6 @@ class Guard:
         if not all_ranks_ok(where is None, device):
             raise Divergence(step, where or "state on another rank", "nan/inf",
                              "checkpoint refused (non-finite state is never saved)")
-
 
     def report(self, stopped: Divergence | None) -> dict:
         """summary.json's account: what stopped the run (if anything) and which steps were skipped."""
