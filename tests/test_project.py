@@ -7,8 +7,9 @@ from runner import REPO
 CODE = [p for pattern in ("train/**/*.py", "models/**/*.py", "launch/**/*.py", "scripts/**/*.py", "launch/*.sh",
                           "launch/*.sbatch", "train/recipes/*.toml", "pyproject.toml", "Dockerfile")
         for p in REPO.glob(pattern)]
-# Owned by another engineer; remove the entry once its docstring points into docs/.
-NOT_YET = {"train/comm/measure/instrument.py"}
+# Owned by another engineer (train/comm/measure/); remove each entry once its docstring points
+# into docs/ instead of a document outside the repository.
+NOT_YET = {"train/comm/measure/instrument.py", "train/comm/measure/expect.py"}
 
 
 def uses(feature: str) -> list[str]:
