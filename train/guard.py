@@ -124,6 +124,11 @@ class Guard:
                 "stopped": stopped.as_dict() if stopped else None}
 
 
+def finite(x: float | None) -> float | None:
+    """summary.json holds strict JSON: a NaN loss is reported as null (stopped_by says why)."""
+    return x if x is None or math.isfinite(x) else None
+
+
 def announce(err: Divergence, run_dir) -> None:
     """The one line a diverged run prints (rank 0), with where `train.resume=auto` will pick up."""
     from train.checkpoint import list_checkpoints  # checkpoint imports this module
