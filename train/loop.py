@@ -6,7 +6,6 @@ reports its throughput unit; everything about the network is the comm instrument
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import statistics
 import time
@@ -22,7 +21,7 @@ from train.comm.measure.ranks import rank_figures
 from train.config import RunConfig, to_dict
 from train.data import Datasets, ShardedBatches
 from train.distributed import DistContext, gather_floats, gather_objects
-from train.guard import Divergence, Guard, announce
+from train.guard import Divergence, Guard, announce, finite
 from train.metrics import NullSink, Progress
 from train.optim import build_optimizer, build_scheduler
 from train.parallel import wrap
@@ -30,11 +29,6 @@ from train.perf import device_name, memory_figures, mfu_pct, peak_tflops
 from train.signals import StopRequest
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def finite(x: float | None) -> float | None:
-    """summary.json holds strict JSON: a NaN loss is reported as null (stopped_by says why)."""
-    return x if x is None or math.isfinite(x) else None
 
 
 def now() -> float:
