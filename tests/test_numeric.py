@@ -33,7 +33,7 @@ from train.guard import INJECT_ENV, Divergence, Guard, all_ranks_ok, first_nonfi
     ("dist.timeout_s=1e300", "dist.timeout_s=1e+300 is out of range"),
     ("dist.bucket_cap_mb=nan", "dist.bucket_cap_mb=nan"),
     ("data.eval_fraction=nan", "data.eval_fraction=nan"),
-    ("train.nonfinite=skip:0", "train.nonfinite='skip:0' is not allowed (choose stop or skip:N"),
+    ("train.nonfinite=skip:0", "train.nonfinite='skip:0' is not allowed (choose stop or skip:N with 1 <= N"),
     ("train.nonfinite=ignore", "train.nonfinite='ignore' is not allowed"),
 ])
 def test_numeric_settings_must_be_finite_and_in_range(override, fragment):

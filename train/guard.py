@@ -18,6 +18,7 @@ import torch.distributed as dist
 from train.errors import ConfigError
 
 DIVERGED_EXIT = 3  # 1 is a crash or a lost peer, 2 bad input: a diverged run is neither
+MAX_SKIPS = 1_000_000  # "bounded": a policy that can never stop is not one
 INJECT_ENV = "GRADWIRE_TEST_INJECT_NONFINITE"  # tests only: "<step>[,<step>...][:<rank>]"
 
 
@@ -26,10 +27,10 @@ def parse_policy(text: str) -> int:
     if text == "stop":
         return 0
     head, sep, count = str(text).partition(":")
-    if head == "skip" and sep and count.isdigit() and 1 <= int(count) <= 1_000_000:
+    if head == "skip" and sep and count.isdigit() and 1 <= int(count) <= MAX_SKIPS:
         return int(count)
-    raise ConfigError(f"train.nonfinite={text!r} is not allowed (choose stop or skip:N with N >= 1, "
-                      f"e.g. skip:3)")
+    raise ConfigError(f"train.nonfinite={text!r} is not allowed (choose stop or skip:N with "
+                      f"1 <= N <= {MAX_SKIPS}, e.g. skip:3)")
 
 
 class Divergence(Exception):
