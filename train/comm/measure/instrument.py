@@ -13,6 +13,7 @@ import time
 from train.comm.busbw import busbw_factor, gbit_per_s
 from train.comm.measure.clock import clock_for
 from train.comm.config import CommConfig
+from train.comm.measure.history import StepHistory
 from train.comm.measure.hooks import build_hook
 from train.comm.measure.recorder import BucketRecorder
 from train.comm.measure.wire import WireCounter, choose_interfaces
@@ -36,7 +37,7 @@ class Instrumentation:
         self.enabled = ctx.distributed and cfg.hook != "none" and cfg.record
         self.factor = busbw_factor("all_reduce", ctx.world_size)
         self.recorder = self.wire = self.ddp = None
-        self.steps: list[dict] = []  # every step's figures, for the summary and the report
+        self.steps = StepHistory(warmup=WARMUP_STEPS)  # every step's figures in constant memory (history.py)
         self.timelines: list[dict] = []
         self.logged_ddp = False
 
@@ -123,7 +124,7 @@ class Instrumentation:
             self.logged_ddp = True
 
     def steady(self) -> list[dict]:
-        return self.steps[WARMUP_STEPS:] or self.steps
+        return self.steps.steady()
 
     def summary(self) -> dict:
         if self.recorder is None:
