@@ -140,6 +140,7 @@ class Trainer:
             if t.eval_every and ((step + 1) % t.eval_every == 0 or is_last):
                 self.phase = f"step {step}: eval all_gather"
                 self._eval(step)
+                progress.eval_line(step, self.history.eval_loss, self.history.final_loss)
             step += 1
             self.history.steps_done = step
             if (t.ckpt_every and step % t.ckpt_every == 0) or step == t.steps or self.stop.requested:
