@@ -65,7 +65,7 @@ def notes(summary: dict) -> dict:
         cap = summary.get("config", {}).get("dist", {}).get("bucket_cap_mb", 25)
         grad_mib = (c.get("grad_bytes_per_step") or 0) / 2**20
         out["overlap"] = (f"one bucket ({grad_mib:.2g} MiB of grads <= dist.bucket_cap_mb={cap:g}) starts after "
-                          f"backward: nothing can overlap; try dist.bucket_cap_mb={max(grad_mib / 4, 0.01):.2g}")
+                          f"backward: nothing can overlap; try dist.bucket_cap_mb={max(grad_mib / 8, 0.01):.2g}")
     iface, local = n.get("iface", ""), n.get("ranks_on_link") or 1
     if iface == "lo":
         out["wire"] = f"lo counts all {local} local ranks, both ends of each connection: expected = ring bytes x {local}"
