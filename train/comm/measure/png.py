@@ -96,9 +96,19 @@ def _step_panel(ax, history: StepHistory) -> None:
 
 def write_png(history, path: Path, summary: dict | None = None) -> Path | None:
     """Step breakdown, bandwidth and comm time (per op for sharded runs) over the whole run."""
-    history, summary = _as_history(history), summary or {}
+    history = _as_history(history)
     if not len(history):
         return None
+    import matplotlib.pyplot as plt
+    fig = figure(history, summary or {})
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def figure(history, summary: dict):
+    """The report as a matplotlib Figure (tests read its axes; write_png saves it)."""
+    history = _as_history(history)
     import matplotlib
     matplotlib.use("Agg")  # no display on training nodes
     import matplotlib.pyplot as plt
@@ -154,6 +164,4 @@ def write_png(history, path: Path, summary: dict | None = None) -> Path | None:
     for i, line in enumerate(why):
         fig.text(0.01, 0.005 + 0.22 * (len(why) - 1 - i) / fig.get_figheight(), f"note: {line}", fontsize=7)
     fig.tight_layout(rect=(0, 0.22 * len(why) / fig.get_figheight() + 0.005, 1, 1))
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return fig
