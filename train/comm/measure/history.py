@@ -4,7 +4,7 @@ The instrumentation appends each step's figure dict (TensorBoard tag -> number).
 are kept, both of fixed size:
 
 - bins over the step axis for the report: at most `bins` consecutive ranges of steps, each
-  holding per tag count, min, max, sum and a small sample (for the bin's median). When the
+  holding per tag count, min, max, sum and a small sample (for the bin's median and quartiles). When the
   bins are full, neighbours merge pairwise and every bin covers twice as many steps, so a run
   of 10 steps has 10 bins of one step and a run of 10^6 steps has between bins/2 and bins.
 - a uniform reservoir of the steady steps' dicts (after `warmup`) for the run's medians in
@@ -67,7 +67,7 @@ def numbers(fig: dict) -> dict:
 
 
 class StepHistory:
-    def __init__(self, bins: int = 64, sample: int = 8, reservoir: int = 1024, warmup: int = 2,
+    def __init__(self, bins: int = 64, sample: int = 16, reservoir: int = 1024, warmup: int = 2,
                  first_step: int = 0, seed: int = 0):
         if bins < 2 or bins % 2:
             raise ValueError(f"bins={bins} must be an even number >= 2")
@@ -131,8 +131,9 @@ class StepHistory:
         return {t for b in self.bins for t in b.stats}
 
     def series(self, tag: str) -> dict:
-        """Per bin holding `tag`: step (start, as the run numbers it), width, mean, median, min, max."""
-        out = {k: [] for k in ("step", "width", "mean", "median", "min", "max")}
+        """Per bin holding `tag`: step (start, as the run numbers it), width, mean, median, min, max,
+        q1 and q3 (the quartiles of the bin's sample: the middle half of its steps)."""
+        out = {k: [] for k in ("step", "width", "mean", "median", "min", "max", "q1", "q3")}
         for b in self.bins:
             s = b.stats.get(tag)
             if s is None or not s.n:
@@ -143,6 +144,9 @@ class StepHistory:
             out["median"].append(statistics.median(s.sample))
             out["min"].append(s.lo)
             out["max"].append(s.hi)
+            q = statistics.quantiles(s.sample, n=4, method="inclusive") if len(s.sample) > 1 else s.sample * 3
+            out["q1"].append(q[0])
+            out["q3"].append(q[2])
         return out
 
 

@@ -19,6 +19,7 @@ PARTS = (("data", "time/data_ms", "#9e9e9e"), ("forward", "time/forward_ms", "#4
          ("exposed comm, backward", "time/exposed_backward_ms", "#c44e52"),
          ("optimizer", "time/optimizer_ms", "#8172b3"))
 LEGEND = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 8, "frameon": False}
+BANDS = "(line: median; bands: middle half of the steps, and min..max)"
 OP_COLOURS = {"all_reduce": "#4c72b0", "all_gather": "#55a868", "reduce_scatter": "#dd8452"}
 
 
@@ -38,14 +39,31 @@ def _edges(s: dict, *keys: str) -> tuple:
 
 
 def band(ax, history: StepHistory, tag: str, label: str, colour: str, style: str = "-") -> bool:
-    """The bins' median as a line, their min..max as a band; False when the tag is absent."""
+    """The bins' median as a line inside two bands: the middle half of the steps, and min..max.
+    False when the tag is absent."""
     s = history.series(tag)
     if not s["step"]:
         return False
-    x, lo, hi, med = _edges(s, "min", "max", "median")
-    ax.fill_between(x, lo, hi, color=colour, alpha=0.18, linewidth=0, step="post")
+    x, lo, hi, q1, q3, med = _edges(s, "min", "max", "q1", "q3", "median")
+    ax.fill_between(x, lo, hi, color=colour, alpha=0.12, linewidth=0, step="post")
+    ax.fill_between(x, q1, q3, color=colour, alpha=0.3, linewidth=0, step="post")
     ax.plot(x, med, style, color=colour, label=label, drawstyle="steps-post", linewidth=1.6)
+    ax._gradwire_range = [max(getattr(ax, "_gradwire_range", [0, 0])[0], max(q3)),
+                          max(getattr(ax, "_gradwire_range", [0, 0])[1], max(hi))]
     return True
+
+
+def fit_y(ax, unit: str) -> None:
+    """From zero to a little above the middle halves: a rare stall's max must not flatten the
+    medians (its band is cut, and the peak is written on the chart)."""
+    middle, peak = getattr(ax, "_gradwire_range", [0, 0])
+    top = 1.8 * middle
+    if middle > 0 and peak > top:
+        ax.set_ylim(0, top)
+        ax.annotate(f"max {peak:.3g} {unit} off the scale", (0.01, 0.97), xycoords="axes fraction", fontsize=7,
+                    va="top")
+    else:
+        ax.set_ylim(bottom=0)
 
 
 def title_of(summary: dict, steps: int) -> str:
@@ -132,8 +150,8 @@ def figure(history, summary: dict):
             band(ax, history, "comm/busbw_gbit_s", f"busbw (algbw x {factor:.2f})" if factor else "busbw", "#4c72b0")
             band(ax, history, "comm/algbw_gbit_s", "algbw", "#8c8c8c", "--")
         ax.set_ylabel("Gbit/s")
-        ax.set_title("Bandwidth (line: median, band: min..max)", fontsize=10, loc="left")
-        ax.set_ylim(bottom=0)
+        ax.set_title(f"Bandwidth {BANDS}", fontsize=10, loc="left")
+        fit_y(ax, "Gbit/s")
         ax.legend(**LEGEND)
     if whole or (not per_op and history.has("time/exposed_comm_ms")):
         ax = axes.pop(0)
@@ -145,21 +163,22 @@ def figure(history, summary: dict):
                             label="exposed comm, median" + (f" (overlap {overlap:.0f}%)" if overlap is not None else ""))
         band(ax, history, "comm/time_ms", "comm time", "#4c72b0")
         ax.set_ylabel("ms per step")
-        ax.set_title("Comm time and the part not hidden behind compute", fontsize=10, loc="left")
-        ax.set_ylim(bottom=0)
+        ax.set_title(f"Comm time and the part not hidden behind compute {BANDS}", fontsize=10, loc="left")
+        fit_y(ax, "ms")
         ax.legend(**LEGEND)
     if per_op:
         bw, tm = axes.pop(0), axes.pop(0)
         for op in ops:
             band(bw, history, f"comm/{op}/busbw_gbit_s", op, OP_COLOURS[op])
             band(tm, history, f"comm/{op}/time_ms", op, OP_COLOURS[op])
-        band(tm, history, "time/exposed_comm_ms", "exposed comm (all ops)", "#c44e52", "--")
         for ax, unit, what in ((bw, "Gbit/s", "busbw per op"), (tm, "ms per step", "comm time per op")):
             ax.set_ylabel(unit)
-            ax.set_title(f"{what} (line: median, band: min..max)", fontsize=10, loc="left")
-            ax.set_ylim(bottom=0)
+            ax.set_title(f"{what} {BANDS}", fontsize=10, loc="left")
+            fit_y(ax, unit.split()[0])
             ax.legend(**LEGEND)
+    from matplotlib.ticker import FuncFormatter
     fig.axes[-1].set_xlabel("step")
+    fig.axes[-1].xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))  # 1,000,000, not 1e6
     fig.suptitle(title_of(summary, len(history)), fontsize=11)
     for i, line in enumerate(why):
         fig.text(0.01, 0.005 + 0.22 * (len(why) - 1 - i) / fig.get_figheight(), f"note: {line}", fontsize=7)
