@@ -135,14 +135,23 @@ def run_colour_pixels(png: bytes) -> int:
                if all(abs(a - b) <= 12 for a, b in zip(c, RUN_COLOUR)))
 
 
+def has_strategies() -> bool:
+    from train.distributed import DistConfig
+    return "strategy" in DistConfig.__dataclass_fields__
+
+
 @pytest.mark.skipif(find_browser() is None, reason="Chromium is not installed (apt-get install chromium; .ci/run does)")
-def test_custom_scalars_tab_draws_one_series_per_chart_with_data(tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_custom_scalars_tab_draws_one_series_per_chart_with_data(tmp_path, strategy):
+    if strategy != "ddp" and not has_strategies():
+        pytest.skip("dist.strategy (FSDP) is not in this build yet")
     run_dir = tmp_path / "run"
+    extra = ("dist.bucket_cap_mb=0.05",) if strategy == "ddp" else (f"dist.strategy={strategy}",)
     done = torchrun(["-m", "train", "--recipe", "mlp", "--run-dir", str(run_dir),
-                     *tiny("mlp", "dist.bucket_cap_mb=0.05", "train.eval_every=3", steps=8)])
+                     *tiny("mlp", *extra, "train.eval_every=3", steps=8)])
     assert done.returncode == 0, done.stderr[-3000:]
     written = set(read_scalars(run_dir))
-    layout = network_layout("ddp", 2, measured=True, unit="samples", eval_loss=True, mfu=False)
+    layout = network_layout(strategy, 2, measured=True, unit="samples", eval_loss=True, mfu=False)
     tags = chart_tags(layout)
 
     tb, url = start_tensorboard(run_dir)
@@ -169,8 +178,9 @@ def test_custom_scalars_tab_draws_one_series_per_chart_with_data(tmp_path):
 
     by_title = {c["title"]: c for c in cards}
     assert set(by_title) == set(tags), "the tab shows exactly the layout's charts"
-    assert {"busbw (Gbit/s)", "exposed comm (ms per step)", "wire bytes / ring expectation (ratio)",
-            "train loss", "eval loss"} <= expect_data  # the run wrote the figures these charts draw
+    must = {"exposed comm (ms per step)", "wire bytes / ring expectation (ratio)", "train loss", "eval loss"}
+    must |= {"busbw (Gbit/s)"} if strategy == "ddp" else {"all_gather busbw (Gbit/s)", "reduce_scatter busbw (Gbit/s)"}
+    assert must <= expect_data, must - expect_data  # the run wrote the figures these charts draw
     for title in expect_data:
         assert any(p >= 2 for p in by_title[title]["points"]), f"{title!r}: no line drawn"
     for c in cards:

@@ -50,6 +50,7 @@ def run(prepared: Prepared, debug: bool = False) -> int:
     trainer = None
     try:
         trainer = Trainer(cfg, ctx, prepared.model, prepared.data, run_dir, sink, prepared.resume, stop)
+        trainer.comm.steps.first_step = trainer.start_step  # report.png numbers a resumed run's steps as it does
         sink.custom_layout(network_layout(  # only charts this run will fill
             getattr(cfg.dist, "strategy", "ddp"), ctx.world_size, measured=trainer.comm.enabled,
             unit=prepared.model.unit, eval_loss=cfg.train.eval_every > 0,
