@@ -4,8 +4,8 @@ the step count (issue 12). Each step count runs in a fresh process, so peak RSS 
     python scripts/bench_report.py --steps 1000,10000,100000,1000000 --out /tmp/bench-report
 
 Each process feeds N synthetic steps (the figure dicts a 2-rank DDP run produces, with a slow
-step now and then, or a sharded run's with --sharded) into a StepHistory and the timelines into
-a SpacedSample, then writes summary medians and report.png. `--naive` also keeps every step's
+step now and then, or a sharded run's with --sharded) into a StepHistory, then takes the
+summary's medians from it and renders report.png. `--naive` also keeps every step's
 dict in a list, as the instrumentation did before: the growth this design removes.
 """
 from __future__ import annotations
@@ -59,17 +59,16 @@ def child(steps: int, out: Path, sharded: bool, naive: bool, reps: int) -> dict:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot  # noqa: F401  (imported before the baseline, as in a run)
-    from train.comm.measure.history import SpacedSample, StepHistory
+    from train.comm.measure.history import StepHistory
     from train.comm.measure.png import write_png
 
     rng = random.Random(0)
     base = rss_mib()
-    history, timelines, kept = StepHistory(warmup=2), SpacedSample(8, warmup=2), []
+    history, kept = StepHistory(warmup=2), []
     t0 = time.perf_counter()
     for i in range(steps):
         fig = synthetic_step(i, rng, sharded)
         history.append(fig)
-        timelines.append({"step": i, "buckets": [{"index": b, "ready_ms": 1.0 * b} for b in range(4)]})
         if naive:
             kept.append(fig)
     feed_s = time.perf_counter() - t0
@@ -77,7 +76,7 @@ def child(steps: int, out: Path, sharded: bool, naive: bool, reps: int) -> dict:
     summary = {"world_size": 2, "backend": "gloo", "model": {"name": "mlp", "flavor": "small"},
                "parallel": {"strategy": "fsdp" if sharded else "ddp"},
                "comm": {"hook": "allreduce", "measured": True, "busbw_factor": 1.0, "buckets_per_step": 4,
-                        "time_ms_median": history.median("comm/time_ms"), "timelines": timelines.pick(8)},
+                        "medians": {tag: history.median(tag) for tag in sorted(history.tags())}},
                "net": {"iface": "lo", "ranks_on_link": 2}}
     renders, cpu = [], []
     for _ in range(reps):  # medians of several, and CPU time: the cores are shared, wall time is noisy

@@ -9,7 +9,7 @@ import statistics
 import pytest
 
 from train.comm.measure import table
-from train.comm.measure.history import SpacedSample, StepHistory
+from train.comm.measure.history import StepHistory
 from train.comm.measure.instrument import COMM_TAGS, STEP_TAGS
 from train.comm.measure.layout import chart_tags, network_layout
 from train.comm.measure.png import figure, write_png
@@ -52,20 +52,6 @@ def test_history_medians_of_a_long_run_are_close():
         h.append({"t": rng.lognormvariate(0, 1)})
     assert h.median("t") == pytest.approx(1.0, rel=0.15)  # the lognormal's median is e^0
     assert all(m == pytest.approx(1.0, rel=0.6) for m in h.series("t")["median"])  # 8-value samples: rough
-
-
-def test_spaced_sample_spreads_over_the_whole_run():
-    s = SpacedSample(8, warmup=2)
-    for i in range(1000):
-        s.append(i)
-    assert len(s.kept) <= 16 and s.last == 999
-    picked = s.pick(8)
-    assert len(picked) == 8 and picked[0] == 2 and picked[-1] > 800
-    gaps = [b - a for a, b in zip(picked, picked[1:])]
-    assert max(gaps) <= 2 * min(gaps)
-    few = SpacedSample(8, warmup=2)
-    few.append("warm")
-    assert few.pick(8) == ["warm"]
 
 
 # -- report.png ------------------------------------------------------------------------------
@@ -222,17 +208,17 @@ def test_link_rate_takes_a_shaper_below_the_nic(monkeypatch):
 def test_sharded_table_lists_each_op():
     s = measured()
     s["parallel"] = {"strategy": "hsdp", "shard_size": 2, "replicate_size": 2}
-    s["comm"] = {"hook": "allreduce", "measured": True, "exposed_ms_median": 3.0, "exposed_forward_ms_median": 1.0,
+    s["comm"] = {"hook": "allreduce", "measured": True, "exposed_ms_median": 3.0, "busbw_gbit_s_median": 9.9, "exposed_forward_ms_median": 1.0,
                  "exposed_backward_ms_median": 2.0,
                  "ops": {"all_gather": {"calls_per_step": 6, "sent_bytes_per_step": 2e6, "time_ms_median": 4.0,
                                         "busbw_gbit_s_median": 2.5},
                          "reduce_scatter": {"calls_per_step": 3, "sent_bytes_per_step": 1e6, "time_ms_median": 2.0,
                                             "busbw_gbit_s_median": 1.5}}}
     text = summary_table(s)
-    assert "hsdp, gloo, world 2, shard 2 x replicate 2" in text
+    assert "(hsdp, shard 2 x replicate 2, gloo, world 2, median over steady steps)" in text
     assert re.search(r"all_gather\s+6 calls, 2.0 MB, 4.00 ms, busbw 2.500 Gbit/s", text)
     assert re.search(r"in forward\s+1.00 ms", text) and "reduce_scatter" in text
-    assert "buckets" not in text  # no DDP rows for a sharded run
+    assert "buckets" not in text and "9.9" not in text  # no DDP rows for a sharded run: busbw is per op
 
 
 def test_next_steps_name_this_runs_paths():

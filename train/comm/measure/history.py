@@ -149,34 +149,3 @@ class StepHistory:
             out["q3"].append(q[2])
         return out
 
-
-class SpacedSample:
-    """Evenly spaced items of a run of unknown length, at most 2k held: every `stride`-th steady
-    item is kept, and when more than 2k are held every other one goes and the stride doubles.
-    For the per-step timelines the planner samples (a few steps spread over the whole run)."""
-
-    def __init__(self, k: int, warmup: int = 0):
-        self.k, self.warmup = max(1, k), warmup
-        self.seen, self.stride = 0, 1
-        self.warm: list = []
-        self.kept: list = []
-        self.last = None  # the newest item, held or not (the log step's bucket histogram reads it)
-
-    def append(self, item) -> None:
-        self.last = item
-        i, self.seen = self.seen - self.warmup, self.seen + 1
-        if i < 0:
-            self.warm.append(item)
-            return
-        if i % self.stride == 0:
-            self.kept.append(item)
-            if len(self.kept) > 2 * self.k:
-                self.kept, self.stride = self.kept[::2], self.stride * 2
-
-    def __len__(self) -> int:
-        return self.seen
-
-    def pick(self, k: int) -> list:
-        """k items evenly spread over the steady ones held (the warmup ones when there are none)."""
-        held = self.kept or self.warm
-        return [held[i * len(held) // k] for i in range(min(k, len(held)))] if k else []

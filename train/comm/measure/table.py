@@ -88,11 +88,10 @@ def summary_table(summary: dict) -> str:
         return "\n".join(lines + ([f"  ^ {why['comm']}"] if "comm" in why else []))
     par = summary.get("parallel", {})
     strategy = par.get("strategy", "ddp")
-    where = f"{summary['backend']}, world {summary['world_size']}"
-    if strategy != "ddp":
-        where = f"{strategy}, {where}" + (f", shard {par['shard_size']} x replicate {par['replicate_size']}"
-                                           if par.get("shard_size") and par.get("replicate_size") else "")
-    head = f"Communication per step (hook {c.get('hook', '-')}, {where}, median over steady steps)"
+    what = f"hook {c.get('hook', '-')}" if strategy == "ddp" else strategy
+    if strategy != "ddp" and par.get("shard_size") and par.get("replicate_size"):
+        what += f", shard {par['shard_size']} x replicate {par['replicate_size']}"
+    head = f"Communication per step ({what}, {summary['backend']}, world {summary['world_size']}, median over steady steps)"
     factor = c.get("busbw_factor")
     rows = [
         ("grad bytes", "grad_bytes_per_step", fmt_bytes), ("sent bytes", "sent_bytes_per_step", fmt_bytes),
@@ -106,7 +105,9 @@ def summary_table(summary: dict) -> str:
         ("busbw", "busbw_gbit_s_median",
          lambda v: _fmt(v, ".3f", " Gbit/s") + (f" (x{factor:.2f})" if factor is not None else "")),
     ]
-    table = [(label, show(c[key]), key.split("_")[0]) for label, key, show in rows if key in c]
+    ddp_only = ("buckets_per_step", "algbw_gbit_s_median", "busbw_gbit_s_median")  # sharded runs: per op below
+    table = [(label, show(c[key]), key.split("_")[0]) for label, key, show in rows
+             if key in c and (strategy == "ddp" or key not in ddp_only)]
     at = next((i for i, row in enumerate(table) if row[0] in ("algbw", "busbw")), len(table))
     table.insert(at, ("step time", _fmt(summary.get("time", {}).get("step_ms_median"), ".2f", " ms"), "step"))
     for op, f in c.get("ops", {}).items():
