@@ -38,16 +38,6 @@ class Stat:
     total: float = 0.0
     sample: list = field(default_factory=list)
 
-    def add(self, value: float, k: int, rng: random.Random) -> None:
-        self.n += 1
-        self.lo, self.hi, self.total = min(self.lo, value), max(self.hi, value), self.total + value
-        if len(self.sample) < k:
-            self.sample.append(value)
-        else:  # reservoir within the bin: every step of the bin equally likely to be kept
-            j = rng.randrange(self.n)
-            if j < k:
-                self.sample[j] = value
-
     def merged(self, other: "Stat", k: int) -> "Stat":
         return Stat(self.n + other.n, min(self.lo, other.lo), max(self.hi, other.hi),
                     self.total + other.total, thin(self.sample + other.sample, k))
@@ -90,10 +80,26 @@ class StepHistory:
             self._halve()
         if self.count // self.width == len(self.bins):
             self.bins.append(Bin(start=self.count))
-        b = self.bins[-1]
+        b, k = self.bins[-1], self.k
         b.steps += 1
+        # Reservoir within the bin, one draw per step for all its figures (this runs every step):
+        # each step of the bin is equally likely to be in the sample.
+        slot = self.rng.randrange(b.steps) if b.steps > k else -1
+        stats = b.stats
         for tag, v in values.items():
-            b.stats.setdefault(tag, Stat()).add(v, self.k, self.rng)
+            st = stats.get(tag)
+            if st is None:
+                st = stats[tag] = Stat()
+            st.n += 1
+            st.total += v
+            if v < st.lo:
+                st.lo = v
+            if v > st.hi:
+                st.hi = v
+            if len(st.sample) < k:
+                st.sample.append(v)
+            elif 0 <= slot < k:
+                st.sample[slot] = v
         if self.count < self.warmup:
             self.warm.append(values)
         else:
