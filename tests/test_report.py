@@ -106,7 +106,7 @@ def test_png_has_per_op_panels_for_sharded_runs():
     per_op = [ax for ax in fig.axes if "per op" in ax.get_title(loc="left")]
     assert len(per_op) == 2, titles
     assert legend_labels(per_op[0]) == ["all_gather", "reduce_scatter"]
-    assert "fsdp" in fig._suptitle.get_text()
+    assert "fsdp" in fig._suptitle.get_text() and "hook" not in fig._suptitle.get_text()
     # DDP's all_reduce per-op tags repeat the whole-run panels: no per-op panels for them.
     ddp = figure([step(i, ("all_reduce",)) for i in range(20)], summary_of(2))
     assert not any("per op" in ax.get_title(loc="left") for ax in ddp.axes)
@@ -219,6 +219,12 @@ def test_sharded_table_lists_each_op():
     assert re.search(r"all_gather\s+6 calls, 2.0 MB, 4.00 ms, busbw 2.500 Gbit/s", text)
     assert re.search(r"in forward\s+1.00 ms", text) and "reduce_scatter" in text
     assert "buckets" not in text and "9.9" not in text  # no DDP rows for a sharded run: busbw is per op
+    s["net"].update(link_gbit_s=10.0)
+    lines = summary_table(s).splitlines()
+    row = next(i for i, ln in enumerate(lines) if ln.strip().startswith("reduce_scatter"))
+    assert "25% of eth0's 10 Gbit/s" in lines[row + 1]  # the fastest op's busbw, under the ops
+    s["parallel"] = {"strategy": "fsdp", "shard_size": 2, "replicate_size": 1}
+    assert "(fsdp, gloo, world 2, median" in summary_table(s)
 
 
 def test_next_steps_name_this_runs_paths():

@@ -76,7 +76,8 @@ def title_of(summary: dict, steps: int) -> str:
         link = f"{link} at {n['link_gbit_s']:g} Gbit/s"
     parts = [model, par.get("strategy", "ddp"), f"world {summary.get('world_size', '?')}",
              summary.get("backend"), f"link {link}" if link else None,
-             f"hook {summary['comm']['hook']}" if summary.get("comm", {}).get("hook") else None, f"{steps:,} steps"]
+             f"hook {summary['comm']['hook']}" if summary.get("comm", {}).get("hook") and par.get("strategy", "ddp") == "ddp"
+             else None, f"{steps:,} steps"]
     return "  |  ".join(str(p) for p in parts if p)
 
 

@@ -71,7 +71,9 @@ def notes(summary: dict) -> dict:
         out["wire"] = f"lo counts all {local} local ranks, both ends of each connection: expected = ring bytes x {local}"
     elif local > 1:
         out["wire"] = f"{iface} counts all {local} ranks of this machine: expected = ring bytes x {local}"
-    rate, busbw = n.get("link_gbit_s"), c.get("busbw_gbit_s_median")
+    op_busbw = [f.get("busbw_gbit_s_median") for f in c.get("ops", {}).values() if f.get("busbw_gbit_s_median")]
+    rate = n.get("link_gbit_s")
+    busbw = c.get("busbw_gbit_s_median") if "ops" not in c or not op_busbw else max(op_busbw)  # the fastest op
     if iface == "lo":
         out["busbw"] = "loopback is no link: this is the hosts' ceiling (CPU copies, gloo), not a network figure"
     elif rate and busbw is not None and busbw < HOST_BOUND_SHARE * rate:
@@ -89,7 +91,7 @@ def summary_table(summary: dict) -> str:
     par = summary.get("parallel", {})
     strategy = par.get("strategy", "ddp")
     what = f"hook {c.get('hook', '-')}" if strategy == "ddp" else strategy
-    if strategy != "ddp" and par.get("shard_size") and par.get("replicate_size"):
+    if strategy != "ddp" and par.get("shard_size") and (par.get("replicate_size") or 1) > 1:
         what += f", shard {par['shard_size']} x replicate {par['replicate_size']}"
     head = f"Communication per step ({what}, {summary['backend']}, world {summary['world_size']}, median over steady steps)"
     factor = c.get("busbw_factor")
@@ -110,10 +112,12 @@ def summary_table(summary: dict) -> str:
              if key in c and (strategy == "ddp" or key not in ddp_only)]
     at = next((i for i, row in enumerate(table) if row[0] in ("algbw", "busbw")), len(table))
     table.insert(at, ("step time", _fmt(summary.get("time", {}).get("step_ms_median"), ".2f", " ms"), "step"))
-    for op, f in c.get("ops", {}).items():
+    ops = list(c.get("ops", {}).items())
+    for i, (op, f) in enumerate(ops):
+        last = i == len(ops) - 1 and strategy != "ddp"  # a sharded run's busbw note goes under its ops
         table.append((op, f"{_fmt(f.get('calls_per_step'), '.0f')} calls, {fmt_bytes(f.get('sent_bytes_per_step'))}, "
                           f"{_fmt(f.get('time_ms_median'), '.2f', ' ms')}, "
-                          f"busbw {_fmt(f.get('busbw_gbit_s_median'), '.3f', ' Gbit/s')}", op))
+                          f"busbw {_fmt(f.get('busbw_gbit_s_median'), '.3f', ' Gbit/s')}", "busbw" if last else op))
     if n:
         table.append((f"wire tx ({n.get('iface')})", fmt_bytes(n.get("tx_bytes_per_step")), "tx"))
         table.append(("wire / ring expectation", _fmt(n.get("wire_ratio"), ".3f"), "wire"))
