@@ -34,22 +34,45 @@ def test_bad_batch_sizes_name_the_key():
         ShardedBatches(8, 16, 0, 1, 1, 0)
 
 
-def test_synthetic_task_is_deterministic_and_learnable():
-    a = build_datasets(DataConfig(num_samples=2048), "image", seed=7)
-    b = build_datasets(DataConfig(num_samples=2048), "image", seed=7)
-    c = build_datasets(DataConfig(num_samples=2048), "image", seed=8)
-    assert torch.equal(a.train.inputs, b.train.inputs) and not torch.equal(a.train.inputs, c.train.inputs)
-    assert a.spec == {"input_shape": (1, 28, 28), "num_classes": 10}
-    x, y = a.train.get(torch.arange(len(a.train)))
+def fit_linear(data, steps=40):
+    """Full-batch Adam on a linear classifier: (eval accuracy, train loss, eval loss)."""
+    x, y = data.train.get(torch.arange(len(data.train)))
+    ex, ey = data.eval.get(torch.arange(len(data.eval)))
+    torch.manual_seed(0)
     model = torch.nn.Linear(784, 10)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(40):
+    for _ in range(steps):
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x.flatten(1)), y).backward()
         opt.step()
-    ex, ey = a.eval.get(torch.arange(len(a.eval)))
-    accuracy = (model(ex.flatten(1)).argmax(1) == ey).float().mean().item()
-    assert accuracy > 0.5  # chance is 0.1
+    with torch.no_grad():
+        accuracy = (model(ex.flatten(1)).argmax(1) == ey).float().mean().item()
+        losses = [torch.nn.functional.cross_entropy(model(a.flatten(1)), b).item() for a, b in ((x, y), (ex, ey))]
+    return accuracy, *losses
+
+
+def test_synthetic_task_is_deterministic_balanced_and_noisy():
+    a = build_datasets(DataConfig(num_samples=2048), "image", seed=7)
+    b = build_datasets(DataConfig(num_samples=2048), "image", seed=7)
+    c = build_datasets(DataConfig(num_samples=2048), "image", seed=8)
+    clean = build_datasets(DataConfig(num_samples=2048, label_noise=0.0), "image", seed=7)
+    assert torch.equal(a.train.inputs, b.train.inputs) and torch.equal(a.train.targets, b.train.targets)
+    assert not torch.equal(a.train.inputs, c.train.inputs)
+    assert a.spec == {"input_shape": (1, 28, 28), "num_classes": 10}
+    shares = torch.bincount(a.train.targets, minlength=10) / len(a.train)
+    assert shares.min() > 0.05 and shares.max() < 0.15  # the teacher's classes are balanced
+    # Same images, and 20% of labels redrawn uniformly: ~18% end up different from the teacher's.
+    assert torch.equal(a.train.inputs, clean.train.inputs)
+    changed = (a.train.targets != clean.train.targets).float().mean().item()
+    assert 0.13 < changed < 0.23
+
+
+def test_synthetic_task_is_learnable_but_not_a_lookup_table():
+    noisy = fit_linear(build_datasets(DataConfig(num_samples=2048), "image", seed=7))
+    clean = fit_linear(build_datasets(DataConfig(num_samples=2048, label_noise=0.0), "image", seed=7))
+    assert noisy[0] > 0.3  # chance is 0.1: there is a function to learn
+    assert clean[0] > noisy[0]  # the noisy labels cost accuracy no model can win back
+    assert noisy[2] > 1.0 and noisy[2] > noisy[1] + 0.5  # eval loss has a floor; memorising shows as a gap
 
 
 def test_text_from_a_folder_gives_the_exact_bytes(tmp_path):
@@ -73,6 +96,8 @@ def test_embedded_corpus_needs_no_download():
 def test_missing_and_mismatched_data_fail_with_the_key():
     with pytest.raises(ConfigError, match="data.root='/nonexistent/corpus' does not exist"):
         build_datasets(DataConfig(name="text", root="/nonexistent/corpus"), "text", 0)
+    with pytest.raises(ConfigError, match=r"data.label_noise=1.5 is out of range \(must be >= 0 and <= 1\)"):
+        DataConfig(label_noise=1.5)
     with pytest.raises(ConfigError, match="does not fit the model's task 'text'"):
         build_datasets(DataConfig(name="synthetic"), "text", 0)
 

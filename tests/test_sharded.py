@@ -111,7 +111,7 @@ def optimizers_worker(rank, world, out):
     results = {}
     for name in ("adam", "adamw", "rmsprop", "sgd"):
         trainer = make_trainer("mlp", tiny("mlp", "dist.strategy=fsdp", f"optim.name={name}", "optim.grad_clip=0.5",
-                                           "optim.lr=1e-2", "optim.warmup_steps=0", "train.eval_batches=2"))
+                                           "optim.lr=1e-3", "optim.warmup_steps=0", "train.eval_batches=2"))
         losses = [trainer.run_step(step)[0].item() for step in range(6)]
         _, norm, _ = trainer.run_step(6)
         trainer._eval(6)

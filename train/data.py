@@ -28,6 +28,8 @@ class DataConfig:
     """mnist/cifar10: let torchvision download into root."""
     num_samples: int = 8192
     """synthetic: images generated."""
+    label_noise: float = 0.2
+    """synthetic: share of labels replaced by a random class (a floor under the eval loss)."""
     seq_len: int = 64
     """text: tokens per sample."""
     max_bytes: int = 4_000_000
@@ -38,6 +40,7 @@ class DataConfig:
     def __post_init__(self):
         check_choice("data.name", self.name, IMAGE_DATA + TEXT_DATA)
         check_range("data.num_samples", self.num_samples, 16)
+        check_range("data.label_noise", self.label_noise, 0, 1)
         check_range("data.seq_len", self.seq_len, 1)
         check_range("data.max_bytes", self.max_bytes, 1024)
         check_range("data.eval_fraction", self.eval_fraction, 0, 0.5, lo_open=True)

@@ -176,6 +176,7 @@ class Trainer:
         if t.eval_every and ((step + 1) % t.eval_every == 0 or is_last):
             self.phase = f"step {step}: eval all_gather"
             self._eval(step)
+            progress.eval_line(step, self.history.eval_loss, self.history.final_loss)
         self.history.steps_done = step + 1
         if (t.ckpt_every and (step + 1) % t.ckpt_every == 0) or step + 1 == t.steps or self.stop.requested:
             self.phase = f"step {step}: checkpoint all_gather_object of RNG states"

@@ -53,7 +53,7 @@ def format_eta(seconds: float) -> str:
 
 
 class Progress:
-    """The rank-0 console line: step, loss, throughput, step time, ETA."""
+    """The rank-0 console lines: step, loss, throughput, step time, ETA; and each eval pass."""
 
     def __init__(self, total_steps: int, unit: str, enabled: bool):
         self.total, self.unit, self.enabled = total_steps, unit, enabled
@@ -65,6 +65,13 @@ class Progress:
         eta = (self.total - step - 1) * step_ms / 1000
         print(f"step {step + 1:>6}/{self.total} | loss {loss:.4f} | {items_per_s:,.0f} {self.unit}/s"
               f" | {step_ms:.1f} ms/step | eta {format_eta(eta)}", flush=True)
+
+    def eval_line(self, step: int, eval_loss: float, train_loss: float | None = None) -> None:
+        """Held-out loss beside the latest train loss: a train loss far below it is memorising."""
+        if not self.enabled:
+            return
+        train = f" | train loss {train_loss:.4f} (last log)" if train_loss is not None else ""
+        print(f"step {step + 1:>6}/{self.total} | eval loss {eval_loss:.4f}{train}", flush=True)
 
 
 def write_json_atomically(path: Path, payload: dict) -> None:

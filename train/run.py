@@ -9,12 +9,13 @@ from pathlib import Path
 import torch.distributed as dist
 
 from train.build import Prepared, clear_old_run, fresh_run_dir
-from train.comm.measure.report import network_layout, summary_table, write_png
+from train.comm.measure.report import link_rate_gbit_s, network_layout, next_steps, summary_table, write_png
 from train.config import to_toml
 from train.distributed import DistContext, seed_everything, setup, teardown
 from train.guard import DIVERGED_EXIT
 from train.loop import Trainer
 from train.metrics import NullSink, TensorBoardSink, write_json_atomically
+from train.perf import peak_tflops
 from train.signals import StopRequest
 
 
@@ -47,18 +48,25 @@ def run(prepared: Prepared, debug: bool = False) -> int:
     if ctx.is_main:
         open_run_dir(prepared, run_dir)
         sink = TensorBoardSink(run_dir)
-        sink.custom_layout(network_layout())
     trainer = None
     try:
         trainer = Trainer(cfg, ctx, prepared.model, prepared.data, run_dir, sink, prepared.resume, stop)
+        trainer.comm.steps.first_step = trainer.start_step  # report.png numbers a resumed run's steps as it does
+        sink.custom_layout(network_layout(  # only charts this run will fill
+            getattr(cfg.dist, "strategy", "ddp"), ctx.world_size, measured=trainer.comm.enabled,
+            unit=prepared.model.unit, eval_loss=cfg.train.eval_every > 0,
+            mfu=peak_tflops(ctx.device, cfg.train.peak_tflops) is not None))
         summary = trainer.run()
         if ctx.is_main:
             summary["run_dir"] = str(run_dir)
             summary["stopped_by_signal"] = stop.signum
+            if summary.get("net", {}).get("iface"):
+                summary["net"]["link_gbit_s"] = link_rate_gbit_s(summary["net"]["iface"].split(","))
             write_json_atomically(run_dir / "summary.json", summary)
-            write_png(trainer.comm.steps, run_dir / "report.png")
+            write_png(trainer.comm.steps, run_dir / "report.png", summary)
             print(summary_table(summary), flush=True)
             print(f"run folder: {run_dir}", flush=True)
+            print(next_steps(run_dir, summary), flush=True)
     except Exception as e:  # a dead peer, a timed-out collective: say which, flush, exit non-zero
         sink.close()
         if debug:

@@ -15,6 +15,7 @@ from train.comm.busbw import busbw_factor, gbit_per_s
 from train.comm.measure.clock import clock_for
 from train.comm.config import CommConfig
 from train.comm.measure.expect import LinkShare
+from train.comm.measure.history import StepHistory
 from train.comm.measure.hooks import build_hook
 from train.comm.measure.ops import OpRecorder
 from train.comm.measure.recorder import BucketRecorder
@@ -47,7 +48,7 @@ class Instrumentation:
         self.shard_size = ctx.world_size
         self.strategy = "ddp"
         self.grad_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-        self.steps: list[dict] = []  # every step's figures, for the summary and the report
+        self.steps = StepHistory(warmup=WARMUP_STEPS)  # every step's figures in constant memory (history.py)
         self.timelines = EvenSample(cfg.timeline_steps, WARMUP_STEPS)
         self.wire_windows: list[dict] = []  # per-step wire figures of the last log windows (not the first)
         self.windows_read = 0
@@ -220,7 +221,7 @@ class Instrumentation:
             self.logged_ddp = True
 
     def steady(self) -> list[dict]:
-        return self.steps[WARMUP_STEPS:] or self.steps
+        return self.steps.steady()
 
     def summary(self) -> dict:
         if not self.measuring:
