@@ -53,6 +53,23 @@ def worker(proc: subprocess.Popen, rank: int) -> psutil.Process | None:
     return None
 
 
+def kill_rank_1_once(proc: subprocess.Popen, ready, what: str) -> str:
+    """When `ready()` holds, SIGKILL rank 1's worker; wait for the restarted group to finish.
+    Returns torchrun's stderr; the whole process group is killed if anything hangs."""
+    try:
+        wait_for(ready, 120, what)
+        victim = wait_for(lambda: worker(proc, 1), 10, "rank 1's process")
+        victim.send_signal(signal.SIGKILL)
+        try:
+            _, err = proc.communicate(timeout=240)
+        except subprocess.TimeoutExpired as e:
+            raise AssertionError(f"restarted group did not finish:\n{(e.stderr or b'')[-6000:]!r}") from None
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
+    assert proc.returncode == 0, err[-3000:]
+    return err
+
+
 def test_sigterm_checkpoints_flushes_and_exits_143(tmp_path):
     run_dir = tmp_path / "run"
     proc = popen(["--recipe", "mlp", "--run-dir", str(run_dir), *LONG])
@@ -82,19 +99,7 @@ def test_sigkilled_rank_restarts_and_matches_uninterrupted_run(tmp_path):
     run_to_end(tmp_path / "whole", overrides)
     run_dir = tmp_path / "killed"
     proc = popen(["--recipe", "mlp", "--run-dir", str(run_dir), *overrides], nproc=2, extra=["--max-restarts=2"])
-    try:
-        wait_for(lambda: newest_step(run_dir) >= 60, 120, "a checkpoint at step 60")
-        victim = wait_for(lambda: worker(proc, 1), 10, "rank 1's process")
-        killed_at = newest_step(run_dir)
-        victim.send_signal(signal.SIGKILL)
-        try:
-            out, err = proc.communicate(timeout=240)
-        except subprocess.TimeoutExpired as e:
-            raise AssertionError(f"restarted group did not finish:\n{(e.stderr or b'')[-6000:]!r}") from None
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
-    assert proc.returncode == 0, err[-3000:]
-    assert killed_at < 400
+    kill_rank_1_once(proc, lambda: newest_step(run_dir) >= 60, "a checkpoint at step 60")
     summary = read_summary(run_dir)
     assert summary["completed"] and 0 < summary["start_step"] < 400  # the restarted group resumed
     a = torch.load(checkpoint.list_checkpoints(tmp_path / "whole")[0], weights_only=True)["model"]
@@ -139,13 +144,7 @@ def test_restarted_workers_continue_the_run_without_resume_auto(tmp_path):
     run_dir = tmp_path / "run"
     overrides = tiny("mlp", "train.ckpt_every=10", "train.log_every=50", steps=300)
     proc = popen(["--recipe", "mlp", "--run-dir", str(run_dir), *overrides], nproc=2, extra=["--max-restarts=1"])
-    try:
-        wait_for(lambda: newest_step(run_dir) >= 20, 120, "a checkpoint at step 20")
-        wait_for(lambda: worker(proc, 1), 10, "rank 1's process").send_signal(signal.SIGKILL)
-        out, err = proc.communicate(timeout=240)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
-    assert proc.returncode == 0, err[-3000:]
+    err = kill_rank_1_once(proc, lambda: newest_step(run_dir) >= 20, "a checkpoint at step 20")
     assert "already holds a run" not in err and "torchrun restart 1: continuing this run" in err
     summary = read_summary(run_dir)
     assert summary["completed"] and 0 < summary["start_step"] < 300

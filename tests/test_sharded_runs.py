@@ -1,12 +1,8 @@
 """Sharded runs as a user launches them: torchrun, summary.json, events, DCP checkpoints, restarts."""
-import os
-import signal
-import subprocess
-
 import pytest
 
 from runner import python_m, read_scalars, read_summary, torchrun
-from test_faults import popen, wait_for, worker
+from test_faults import kill_rank_1_once, popen
 from tiny import tiny
 from train import checkpoint_sharded
 
@@ -84,17 +80,7 @@ def test_sigkilled_fsdp_worker_restarts_and_ends_with_the_same_loss(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     run_dir = tmp_path / "killed"
     proc = popen(["--recipe", "mlp", "--run-dir", str(run_dir), *overrides], nproc=2, extra=["--max-restarts=2"])
-    try:
-        wait_for(lambda: checkpoint_sharded.list_checkpoints(run_dir), 120, "a sharded checkpoint")
-        victim = wait_for(lambda: worker(proc, 1), 10, "rank 1's process")
-        victim.send_signal(signal.SIGKILL)
-        try:
-            out, err = proc.communicate(timeout=240)
-        except subprocess.TimeoutExpired as e:
-            raise AssertionError(f"restarted group did not finish:\n{(e.stderr or b'')[-6000:]!r}") from None
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
-    assert proc.returncode == 0, err[-3000:]
+    kill_rank_1_once(proc, lambda: checkpoint_sharded.list_checkpoints(run_dir), "a sharded checkpoint")
     killed, uninterrupted = read_summary(run_dir), read_summary(whole)
     assert killed["completed"] and 0 < killed["start_step"] < 300  # the restarted group resumed
     assert killed["final_loss"] == uninterrupted["final_loss"]
