@@ -169,6 +169,14 @@ def test_one_bucket_explains_zero_overlap_and_suggests_a_cap():
     assert "dist.bucket_cap_mb=25" in lines[row + 1] and "dist.bucket_cap_mb=0.11" in lines[row + 1]  # 0.9 MiB / 8
 
 
+def test_sharded_gloo_run_explains_zero_overlap():
+    s = measured()
+    s["parallel"] = {"strategy": "fsdp", "shard_size": 2, "replicate_size": 1}
+    assert "synchronously on the training thread" in notes(s)["overlap"]
+    s["backend"] = "nccl"
+    assert "overlap" not in notes(s)
+
+
 def test_world_size_one_says_there_is_nothing_to_communicate():
     alone = {"world_size": 1, "comm": {"measured": False, "why": "world size 1: nothing to communicate"}}
     text = summary_table(alone)

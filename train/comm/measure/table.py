@@ -66,11 +66,16 @@ def notes(summary: dict) -> dict:
         grad_mib = (c.get("grad_bytes_per_step") or 0) / 2**20
         out["overlap"] = (f"one bucket ({grad_mib:.2g} MiB of grads <= dist.bucket_cap_mb={cap:g}) starts after "
                           f"backward: nothing can overlap; try dist.bucket_cap_mb={max(grad_mib / 8, 0.01):.2g}")
+    strategy = summary.get("parallel", {}).get("strategy", "ddp")
+    if strategy != "ddp" and summary.get("backend") == "gloo":
+        out["overlap"] = ("on gloo FSDP issues every gather and scatter synchronously on the training thread: "
+                          "nothing can overlap (NCCL runs them on their own streams)")
     iface, local = n.get("iface", ""), n.get("ranks_on_link") or 1
     if iface == "lo":
         out["wire"] = f"lo counts all {local} local ranks, both ends of each connection: expected = ring bytes x {local}"
     elif local > 1:
-        out["wire"] = f"{iface} counts all {local} ranks of this machine: expected = ring bytes x {local}"
+        out["wire"] = (f"{iface} counts all {local} ranks of this machine: expected = the ring sends that leave it "
+                       f"(one per ring spanning the nodes, one per local rank for HSDP's replicas)")
     op_busbw = [f.get("busbw_gbit_s_median") for f in c.get("ops", {}).values() if f.get("busbw_gbit_s_median")]
     rate = n.get("link_gbit_s")
     busbw = c.get("busbw_gbit_s_median") if "ops" not in c or not op_busbw else max(op_busbw)  # the fastest op
