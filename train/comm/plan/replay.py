@@ -9,6 +9,10 @@ is issued when the current unit starts (FSDP's prefetch), a unit's reduce-scatte
 backward ends, HSDP's all-reduce across replicas when that reduce-scatter is done. Collectives
 share each GPU's links: one at a time, in the order they are issued.
 
+Sharded runs on gloo (CPU) are replayed serially instead (`synchronous`): FSDP issues every gloo
+collective on the training thread and waits for it, so nothing overlaps and the step is its compute
+plus each op in turn, whatever the prefetch would allow on a GPU.
+
 Either way compute is what was measured, less the waits the run itself had; only communication
 is replaced, by the target network's cost (`net.op_cost`: a flat costmodel.Link or a
 network.Topology).
@@ -35,6 +39,7 @@ def _result(tl: dict, comm_ms: float, exposed: float, intra_ms: float, inter_ms:
 
 def replay_buckets(tl: dict, world: int, net) -> dict:
     group = net.group(world)
+    ops_ms = {"all_reduce_ms": 0.0}
     done, first = -math.inf, None
     tiers = [0.0, 0.0, 0.0, 0.0]
     for b in sorted(tl["buckets"], key=lambda b: (b.get("index", 0), b["ready_ms"])):
@@ -44,9 +49,10 @@ def replay_buckets(tl: dict, world: int, net) -> dict:
         cost = net.op_cost("all_reduce", b["sent_bytes"], group)
         done = start + cost.time_s * 1e3
         _add(tiers, cost)
+        ops_ms["all_reduce_ms"] += cost.time_s * 1e3
     if first is None:
         done = first = tl["compute_end_ms"]
-    return _result(tl, done - first, max(0.0, done - tl["compute_end_ms"]), *tiers)
+    return _result(tl, done - first, max(0.0, done - tl["compute_end_ms"]), *tiers, ops_ms)
 
 
 def _add(tiers: list, cost) -> None:
@@ -65,6 +71,7 @@ class _Channel:
         self.free, self.first, self.last, self.seq = 0.0, math.inf, -math.inf, 0
         self.done: dict = {}
         self.tiers = [0.0, 0.0, 0.0, 0.0]
+        self.ops_ms: dict = {}  # "<op>_ms": the op's calls' summed time, as a run reports it
         self.followers: dict = {}  # op index -> ops issued when it completes
 
     def issue(self, i: int, at: float) -> None:
@@ -82,6 +89,7 @@ class _Channel:
             self.free = self.done[i] = start + cost.time_s * 1e3
             self.first, self.last = min(self.first, start), max(self.last, self.free)
             _add(self.tiers, cost)
+            self.ops_ms[f"{op['op']}_ms"] = self.ops_ms.get(f"{op['op']}_ms", 0.0) + cost.time_s * 1e3
             for j in self.followers.get(i, ()):
                 self.issue(j, self.free)
 
@@ -194,34 +202,56 @@ def replay_sharded(tl: dict, net, groups: dict, scale: dict | None = None) -> di
     comm = ch.last - ch.first if ch.done else 0.0
     return _result(tl, comm, exposed["forward"] + exposed["backward"], *ch.tiers,
                    {"exposed_forward_ms": exposed["forward"], "exposed_backward_ms": exposed["backward"],
-                    "units": len(win)})
+                    "units": len(win), **ch.ops_ms})
 
 
-def replay_step(tl: dict, world: int, net, shard_size: int | None = None) -> dict:
+def replay_serial(tl: dict, net, groups: dict, scale: dict | None = None) -> dict:
+    """A sharded step whose collectives block the training thread (FSDP on gloo): the measured
+    step less its own collectives (they never overlap, so their union is their sum) plus each
+    recorded op at the target network's cost. Exposed comm is all of comm time."""
+    scale, tiers, ops_ms, phase_ms = scale or {}, [0.0, 0.0, 0.0, 0.0], {}, {"forward": 0.0, "backward": 0.0}
+    for op in tl["ops"]:
+        cost = net.op_cost(op["op"], op["sent_bytes"] * scale.get(op["group"], 1.0), groups[op["group"]])
+        _add(tiers, cost)
+        ops_ms[f"{op['op']}_ms"] = ops_ms.get(f"{op['op']}_ms", 0.0) + cost.time_s * 1e3
+        phase_ms[op["phase"]] = phase_ms.get(op["phase"], 0.0) + cost.time_s * 1e3
+    comm = sum(ops_ms.values())
+    return _result(tl, comm, comm, *tiers, {"exposed_forward_ms": phase_ms["forward"],
+                                            "exposed_backward_ms": phase_ms["backward"],
+                                            "units": len(tl["units"]), **ops_ms})
+
+
+def synchronous(summary: dict) -> bool:
+    """Whether a run's sharded collectives blocked its training thread: FSDP2 on gloo (CPU)."""
+    return summary.get("backend") == "gloo" and summary.get("parallel", {}).get("strategy") in ("fsdp", "hsdp")
+
+
+def replay_step(tl: dict, world: int, net, shard_size: int | None = None, serial: bool = False) -> dict:
     """One timeline at `world` ranks on `net`. Sharded timelines keep their strategy: FSDP shards
-    over the world, HSDP over `shard_size` (default: the measured one)."""
+    over the world, HSDP over `shard_size` (default: the measured one); `serial`: their collectives
+    block compute (`synchronous(summary)`), as on gloo."""
     if "ops" not in tl:
         return replay_buckets(tl, world, net)
     measured = {op["group"]: op["group_size"] for op in tl["ops"]}
     shard = (shard_size or measured.get("shard", world)) if tl.get("strategy") == "hsdp" else world
     groups = {"shard": net.group(shard), "replicate": net.group(world // shard, stride=shard)}
     scale = {"replicate": measured.get("shard", shard) / shard}
-    return replay_sharded(tl, net, groups, scale)
+    return (replay_serial if serial else replay_sharded)(tl, net, groups, scale)
 
 
-def predict(timelines: list[dict], world: int, net, shard_size: int | None = None) -> dict:
-    """Medians over the sampled steps."""
-    steps = [replay_step(tl, world, net, shard_size) for tl in timelines]
-    return {k: statistics.median(s[k] for s in steps) for k in steps[0]}
+def predict(timelines: list[dict], world: int, net, shard_size: int | None = None, serial: bool = False) -> dict:
+    """Medians over the sampled steps (a figure a step lacks, such as an op it did not run, counts 0)."""
+    steps = [replay_step(tl, world, net, shard_size, serial) for tl in timelines]
+    return {k: statistics.median(s.get(k, 0.0) for s in steps) for k in {k for s in steps for k in s}}
 
 
 def required_rate(timelines: list[dict], world: int, net, target: float, lo: float = 1e6, hi: float = 1e15,
-                  shard_size: int | None = None) -> float | None:
+                  shard_size: int | None = None, serial: bool = False) -> float | None:
     """Smallest rate (bit/s) whose exposed comm is <= target x step; None if even `hi` misses it
     (then latency, the host's ceiling or the intra-node link, not the NIC, is the limit).
     Exposed comm never grows with the rate, so a bisection on the log of the rate finds the edge."""
     def meets(rate: float) -> bool:
-        return predict(timelines, world, net.at_rate(rate), shard_size)["exposed_pct"] <= 100 * target
+        return predict(timelines, world, net.at_rate(rate), shard_size, serial)["exposed_pct"] <= 100 * target
     if not meets(hi):
         return None
     if meets(lo):

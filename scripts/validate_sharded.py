@@ -1,0 +1,160 @@
+"""Check the planner's sharded step model against the testbed: FSDP and HSDP, predicted vs measured.
+
+    sudo python scripts/validate_sharded.py --calibrate 100mbit --base-rate 100mbit --rates 50mbit,200mbit,400mbit
+
+1. Calibration, at one world size (2 nodes x 1 rank): a sweep of all_reduce, all_gather and
+   reduce_scatter on the shaped link at --calibrate (each op's efficiency), and one over loopback
+   (2 ranks, no namespace: each op's host ceiling, the intra-node tier).
+2. Per recipe and strategy, on 2 nodes x 2 ranks (world 4: inside a node loopback, across the
+   shaped link): one run at --base-rate is the source timeline; it is replayed (serially: on gloo
+   FSDP's collectives block the training thread) at each of --rates, world 4, which no
+   calibration used, and compared with runs measured there: per-op comm time, comm time, exposed
+   comm, step time (medians over steps), and the per-rank parameter, gradient and optimizer bytes
+   against the planner's memory model (exact).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from models import build_model  # noqa: E402
+from train.comm.plan.costmodel import Link, SharedNics, load_calibration, parse_rate  # noqa: E402
+from train.comm.plan.replay import predict, synchronous  # noqa: E402
+from train.comm.plan.schedule import held_bytes  # noqa: E402
+
+RECIPES = {  # small flavors: 4 ranks share the machine's 2 cores
+    "mlp": ["model.flavor=small"],
+    "transformer": ["model.flavor=debug", "data.max_bytes=300000", "data.seq_len=64", "train.batch_size=16"],
+    "lstm": ["model.flavor=debug", "data.max_bytes=300000", "train.batch_size=16"],
+}
+OPS = ("all_gather", "reduce_scatter", "all_reduce")
+
+
+def load() -> str:
+    return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
+
+
+def run(cmd: list[str], what: str) -> None:
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{what} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+
+
+def sweep_args(out: Path, link: str | None) -> list[str]:
+    return ["-m", "train.comm.sweep", "--ops", ",".join(OPS), "--min-bytes", "32K", "--max-bytes", "4M",
+            "--factor", "2", "--iters", "5", "--warmup", "2", "--fit-min-bytes", "256K", "--json", str(out),
+            *(["--link", link] if link else [])]
+
+
+def calibrate(rate: str, folder: Path) -> SharedNics:
+    shaped, lo = folder / f"sweep-{rate}.json", folder / "sweep-loopback.json"
+    run([sys.executable, "-m", "launch.testbed", "--nodes", "2", "--rate", rate, "--run-dir", str(folder / "sw"),
+         "--timeout", "600", "--", *sweep_args(shaped, rate)], f"sweep at {rate}")
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         *sweep_args(lo, None)[1:]], "loopback sweep")
+    # loopback alone says nothing about a link: its fits are the host's ceilings, per op
+    cal, host = load_calibration([shaped, lo]), load_calibration([lo])
+    inter = Link(parse_rate(rate), cal.get("efficiency", 1.0), cal["hop_latency_s"], ops=cal["ops"])
+    intra = Link(math.inf, 1.0, host["hop_latency_s"], ops=host["ops"])
+    return SharedNics(2, intra, inter)
+
+
+def train(recipe: str, strategy: str, rate: str, folder: Path, steps: int) -> dict:
+    run_dir = folder / f"{recipe}-{strategy}-{rate}"
+    run([sys.executable, "-m", "launch.testbed", "--nodes", "2", "--nproc-per-node", "2", "--rate", rate,
+         "--run-dir", str(run_dir), "--timeout", "600", "--", "-m", "train", "--recipe", recipe,
+         "--run-dir", str(run_dir / "run"), f"dist.strategy={strategy}", f"train.steps={steps}",
+         "train.log_every=5", "train.eval_every=0", f"comm.timeline_steps={steps}", *RECIPES[recipe]],
+        f"{recipe} {strategy} at {rate}")
+    return json.loads((run_dir / "run" / "summary.json").read_text())
+
+
+def predicted_memory(summary: dict) -> dict:
+    """The planner's per-rank bytes for the run's model, built on the meta device."""
+    cfg, m = summary["config"], summary["model"]
+    data = cfg["data"]
+    spec = {"input_shape": (1, 28, 28), "num_classes": 10} if m["name"] == "mlp" else \
+        {"vocab_size": 256, "seq_len": data["seq_len"]}
+    with torch.device("meta"):
+        model = build_model(m["name"], m["flavor"], spec)
+    assert model.num_params() == m["params"], "the meta model is not the run's"
+    shapes = [tuple(p.shape) for p in model.parameters() if p.requires_grad]
+    return held_bytes(shapes, summary["parallel"]["shard_size"], 4, cfg["optim"]["name"], cfg["optim"]["momentum"])
+
+
+def pct(pred: float, meas: float) -> float:
+    return 100 * (pred - meas) / meas if meas else float("nan")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--calibrate", default="100mbit", help="shaped rate of the calibration sweep (world 2)")
+    p.add_argument("--base-rate", default="100mbit", help="rate of the run whose timelines are replayed")
+    p.add_argument("--rates", default="50mbit,200mbit,400mbit", help="rates predicted and measured")
+    p.add_argument("--recipes", default="mlp,transformer")
+    p.add_argument("--strategies", default="fsdp,hsdp")
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--json", help="write every figure here")
+    args = p.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="gradwire-validate-sharded-"))
+    report: dict = {"args": vars(args), "load_start": load(), "rows": [], "memory": []}
+    net = calibrate(args.calibrate, folder)
+    eff = {op: net.inter.ops.get(op, {}).get("efficiency") for op in OPS}
+    print(f"calibration (world 2) at {args.calibrate}: efficiency per op {eff}, hop latency "
+          f"{net.inter.hop_latency_s * 1e6:.0f} us; loopback ceilings per op (Gbit/s) "
+          f"{ {op: round(v.get('host_bit_s', math.inf) / 1e9, 2) for op, v in net.intra.ops.items()} }")
+    print(f"load average at start: {report['load_start']}")
+    head = f"{'recipe':>11} {'strategy':>8} {'rate':>8} {'figure':>16} {'pred ms':>9} {'meas ms':>9} {'err %':>7}"
+    print("\nper-op comm time, comm time, exposed comm and step time: replayed from the "
+          f"{args.base_rate} run vs measured (world 4, medians per step)\n{head}")
+    for recipe in args.recipes.split(","):
+        for strategy in args.strategies.split(","):
+            base = train(recipe, strategy, args.base_rate, folder, args.steps)
+            for rate in args.rates.split(","):
+                meas = train(recipe, strategy, rate, folder, args.steps)
+                pred = predict(base["comm"]["timelines"], base["world_size"], net.at_rate(parse_rate(rate)),
+                               serial=synchronous(base))
+                c = meas["comm"]
+                figures = [(f"{op}", pred.get(f"{op}_ms", 0.0), c["ops"][op]["time_ms_median"])
+                           for op in OPS if op in c["ops"]]
+                figures += [("comm time", pred["comm_ms"], c["time_ms_median"]),
+                            ("exposed comm", pred["exposed_ms"], c["exposed_ms_median"]),
+                            ("step time", pred["step_ms"], meas["time"]["step_ms_median"])]
+                for name, pr, me in figures:
+                    row = {"recipe": recipe, "strategy": strategy, "rate": rate, "figure": name,
+                           "pred_ms": pr, "meas_ms": me, "error_pct": pct(pr, me), "load": load()}
+                    report["rows"].append(row)
+                    print(f"{recipe:>11} {strategy:>8} {rate:>8} {name:>16} {pr:>9.2f} {me:>9.2f} "
+                          f"{row['error_pct']:>+7.1f}")
+                mem = predicted_memory(meas)
+                report["memory"].append({"recipe": recipe, "strategy": strategy, "predicted": mem,
+                                         "measured": meas["memory"], "equal": mem == meas["memory"]})
+    print()
+    summary = {}
+    for group, names in (("per-op comm time", OPS), ("comm time", ("comm time",)),
+                         ("exposed comm", ("exposed comm",)), ("step time", ("step time",))):
+        errs = [abs(r["error_pct"]) for r in report["rows"] if r["figure"] in names]
+        summary[group] = statistics.median(errs)
+        print(f"median |error| of {group}: {summary[group]:.1f} % over {len(errs)} figures")
+    for m in report["memory"]:
+        print(f"memory {m['recipe']} {m['strategy']}: predicted {m['predicted']} measured {m['measured']} "
+              f"{'equal' if m['equal'] else 'DIFFERENT'}")
+    report["summary"], report["load_end"] = summary, load()
+    print(f"load average at end: {report['load_end']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
