@@ -59,10 +59,12 @@ def sweep_args(out: Path, link: str | None) -> list[str]:
 
 def calibrate(rate: str, folder: Path) -> SharedNics:
     shaped, lo = folder / f"sweep-{rate}.json", folder / "sweep-loopback.json"
-    run([sys.executable, "-m", "launch.testbed", "--nodes", "2", "--rate", rate, "--run-dir", str(folder / "sw"),
-         "--timeout", "600", "--", *sweep_args(shaped, rate)], f"sweep at {rate}")
-    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         *sweep_args(lo, None)[1:]], "loopback sweep")
+    if not shaped.exists():  # a --folder of an earlier run keeps its calibration
+        run([sys.executable, "-m", "launch.testbed", "--nodes", "2", "--rate", rate, "--run-dir", str(folder / "sw"),
+             "--timeout", "600", "--", *sweep_args(shaped, rate)], f"sweep at {rate}")
+    if not lo.exists():
+        run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+             *sweep_args(lo, None)], "loopback sweep")
     # loopback alone says nothing about a link: its fits are the host's ceilings, per op
     cal, host = load_calibration([shaped, lo]), load_calibration([lo])
     inter = Link(parse_rate(rate), cal.get("efficiency", 1.0), cal["hop_latency_s"], ops=cal["ops"])
@@ -106,8 +108,10 @@ def main() -> None:
     p.add_argument("--strategies", default="fsdp,hsdp")
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--json", help="write every figure here")
+    p.add_argument("--folder", help="work folder (default: a new temporary one); its sweeps are reused")
     args = p.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="gradwire-validate-sharded-"))
+    folder = Path(args.folder) if args.folder else Path(tempfile.mkdtemp(prefix="gradwire-validate-sharded-"))
+    folder.mkdir(parents=True, exist_ok=True)
     report: dict = {"args": vars(args), "load_start": load(), "rows": [], "memory": []}
     net = calibrate(args.calibrate, folder)
     eff = {op: net.inter.ops.get(op, {}).get("efficiency") for op in OPS}

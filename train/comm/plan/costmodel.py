@@ -113,11 +113,15 @@ class Link:
         own = self.ops.get(op, {})
         return min(self.rate_bit_s * own.get("efficiency", self.efficiency), own.get("host_bit_s", self.host_bit_s))
 
+    def hop_latency(self, op: str = "all_reduce") -> float:
+        """Per-hop latency of `op`: its own calibrated one (each op's fit has its own alpha)."""
+        return self.ops.get(op, {}).get("hop_latency_s", self.hop_latency_s)
+
     def collective_time(self, op: str, num_bytes: float, world: int) -> float:
         if world <= 1:
             return 0.0
         wire_bytes = busbw_factor(op, world) * num_bytes
-        return hops(op, world) * self.hop_latency_s + wire_bytes * 8 / self.effective_bit_s(op)
+        return hops(op, world) * self.hop_latency(op) + wire_bytes * 8 / self.effective_bit_s(op)
 
     def op_cost(self, op: str, num_bytes: float, group: Group) -> Cost:
         """Flat: every member sits behind this one link (a ring over the whole group)."""
@@ -234,7 +238,7 @@ class SharedNics:
             t = self.intra.collective_time(op, num_bytes, n)
             return Cost(t, edge, 0.0, "ring", t)
         side_by_side = max(1, self.ranks_per_node // group.per_node)
-        t = hops(op, n) * self.inter.hop_latency_s + edge * side_by_side * 8 / self.inter.effective_bit_s(op)
+        t = hops(op, n) * self.inter.hop_latency(op) + edge * side_by_side * 8 / self.inter.effective_bit_s(op)
         return Cost(t, 0.0, edge, "ring", 0.0)
 
     def at_rate(self, rate_bit_s: float) -> "SharedNics":

@@ -37,7 +37,9 @@ def _result(tl: dict, comm_ms: float, exposed: float, intra_ms: float, inter_ms:
             "intra_bytes": intra_b, "inter_bytes": inter_b, **(extra or {})}
 
 
-def replay_buckets(tl: dict, world: int, net) -> dict:
+def replay_buckets(tl: dict, world: int, net, overhead_ms: float = 0.0) -> dict:
+    """overhead_ms: what each bucket's all-reduce costs in training beyond the network's alpha-beta
+    time (`bucket_overhead_ms`, measured on a run: waking gloo's threads on busy cores)."""
     group = net.group(world)
     ops_ms = {"all_reduce_ms": 0.0}
     done, first = -math.inf, None
@@ -47,12 +49,28 @@ def replay_buckets(tl: dict, world: int, net) -> dict:
         start = max(b.get("ready_max_ms", b["ready_ms"]), done)
         first = start if first is None else first
         cost = net.op_cost("all_reduce", b["sent_bytes"], group)
-        done = start + cost.time_s * 1e3
+        done = start + cost.time_s * 1e3 + overhead_ms
         _add(tiers, cost)
-        ops_ms["all_reduce_ms"] += cost.time_s * 1e3
+        ops_ms["all_reduce_ms"] += cost.time_s * 1e3 + overhead_ms
     if first is None:
         done = first = tl["compute_end_ms"]
     return _result(tl, done - first, max(0.0, done - tl["compute_end_ms"]), *tiers, ops_ms)
+
+
+def bucket_overhead_ms(timelines: list[dict], world: int, net) -> float:
+    """The median time a measured bucket took beyond `net`'s cost for it, from when it could start
+    (every rank had it ready and the bucket before it was done) to its completion. A sweep times
+    collectives back to back, with gloo's threads awake; in training each bucket wakes them on
+    cores that backward keeps busy, which costs a scheduler's time slice on a loaded machine."""
+    extra = []
+    for tl in timelines:
+        group, done = net.group(world), -math.inf
+        for b in sorted(tl.get("buckets", []), key=lambda b: (b.get("index", 0), b["ready_ms"])):
+            start = max(b.get("ready_max_ms", b["ready_ms"]), done)
+            cost = net.op_cost("all_reduce", b["sent_bytes"], group).time_s * 1e3
+            extra.append(b["done_ms"] - start - cost)
+            done = b["done_ms"]
+    return max(0.0, statistics.median(extra)) if extra else 0.0
 
 
 def _add(tiers: list, cost) -> None:
@@ -226,12 +244,13 @@ def synchronous(summary: dict) -> bool:
     return summary.get("backend") == "gloo" and summary.get("parallel", {}).get("strategy") in ("fsdp", "hsdp")
 
 
-def replay_step(tl: dict, world: int, net, shard_size: int | None = None, serial: bool = False) -> dict:
+def replay_step(tl: dict, world: int, net, shard_size: int | None = None, serial: bool = False,
+                overhead_ms: float = 0.0) -> dict:
     """One timeline at `world` ranks on `net`. Sharded timelines keep their strategy: FSDP shards
     over the world, HSDP over `shard_size` (default: the measured one); `serial`: their collectives
     block compute (`synchronous(summary)`), as on gloo."""
     if "ops" not in tl:
-        return replay_buckets(tl, world, net)
+        return replay_buckets(tl, world, net, overhead_ms)
     measured = {op["group"]: op["group_size"] for op in tl["ops"]}
     shard = (shard_size or measured.get("shard", world)) if tl.get("strategy") == "hsdp" else world
     groups = {"shard": net.group(shard), "replicate": net.group(world // shard, stride=shard)}
@@ -239,9 +258,10 @@ def replay_step(tl: dict, world: int, net, shard_size: int | None = None, serial
     return (replay_serial if serial else replay_sharded)(tl, net, groups, scale)
 
 
-def predict(timelines: list[dict], world: int, net, shard_size: int | None = None, serial: bool = False) -> dict:
+def predict(timelines: list[dict], world: int, net, shard_size: int | None = None, serial: bool = False,
+            overhead_ms: float = 0.0) -> dict:
     """Medians over the sampled steps (a figure a step lacks, such as an op it did not run, counts 0)."""
-    steps = [replay_step(tl, world, net, shard_size, serial) for tl in timelines]
+    steps = [replay_step(tl, world, net, shard_size, serial, overhead_ms) for tl in timelines]
     return {k: statistics.median(s.get(k, 0.0) for s in steps) for k in {k for s in steps for k in s}}
 
 
