@@ -5,7 +5,12 @@
 1. Collectives: a sweep at the base rate calibrates the cost model (hop latency, link
    efficiency); all_reduce times at every other rate are predicted and measured (sizes >= 1 MB).
 2. Training: each recipe runs once at the base rate; its bucket timelines are replayed at every
-   rate and compared with runs measured at those rates (comm time and exposed comm per step).
+   rate and compared with runs measured at those rates (comm time, exposed comm and step time,
+   medians per step; the error medians leave out the base rate, whose run calibrated the replay:
+   the time a bucket takes in training beyond the sweep's cost, `bucket_overhead_ms`). Each row
+   also gives what the error is made of, measured on the sampled steps: compute (step less exposed
+   comm) and the peers' lateness (the last rank's readiness after this rank's end of backward),
+   the base run's and the target's.
 3. Requirement: the planner's smallest rate for exposed <= 10% of the step is set on the link,
    and the exposed fraction that results is measured.
 """
@@ -23,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from train.comm.plan.costmodel import Link, load_calibration, parse_rate  # noqa: E402
-from train.comm.plan.replay import predict, required_rate  # noqa: E402
+from train.comm.plan.replay import bucket_overhead_ms, predict, required_rate  # noqa: E402
 
 RECIPES = {
     "mlp": ["model.flavor=small", "dist.bucket_cap_mb=0.25"],
@@ -56,6 +61,20 @@ def train(recipe: str, rate: str, folder: Path, steps: int) -> dict:
     return json.loads((run / "run" / "summary.json").read_text())
 
 
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def parts(summary: dict) -> tuple[float, float]:
+    """Medians over the sampled steps: compute (step less exposed comm), and how late the last rank
+    had its last bucket ready after this rank's end of backward (what exposed comm waits for peers)."""
+    tls = summary["comm"]["timelines"]
+    compute = statistics.median(t["step_ms"] - t["exposed_ms"] for t in tls)
+    late = statistics.median(max(0.0, max(b.get("ready_max_ms", b["ready_ms"]) for b in t["buckets"])
+                                 - t["compute_end_ms"]) for t in tls if t["buckets"])
+    return compute, late
+
+
 def pct(pred: float, meas: float) -> float:
     return 100 * (pred - meas) / meas if meas else float("nan")
 
@@ -63,26 +82,33 @@ def pct(pred: float, meas: float) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base-rate", default="100mbit")
-    p.add_argument("--host-rate", default="10gbit", help="a rate the host cannot fill, to measure its ceiling")
+    p.add_argument("--host-rate", default="10gbit", help="a rate the host cannot fill, to measure its ceiling "
+                   "('' to skip: links far below the host's ceiling)")
     p.add_argument("--rates", default="50mbit,100mbit,200mbit,400mbit")
     p.add_argument("--recipes", default="mlp,lstm,transformer")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--json", help="write every figure here")
+    p.add_argument("--skip-requirement", action="store_true", help="leave out part 3")
+    p.add_argument("--skip-collectives", action="store_true", help="part 1 at the base rate only (no sweeps elsewhere)")
     args = p.parse_args()
     rates = args.rates.split(",")
     folder = Path(tempfile.mkdtemp(prefix="gradwire-validate-"))
     report: dict = {"base_rate": args.base_rate, "rates": rates, "collectives": [], "training": [], "requirement": []}
+    print(f"load average at start: {load()}")
 
     base = sweep(args.base_rate, folder)
-    sweep(args.host_rate, folder)  # a link far faster than the host can fill: measures the host's ceiling
-    cal = load_calibration([folder / f"sweep-{args.base_rate}.json", folder / f"sweep-{args.host_rate}.json"])
+    sweeps = [folder / f"sweep-{args.base_rate}.json"]
+    if args.host_rate:  # a link far faster than the host can fill: measures the host's ceiling
+        sweep(args.host_rate, folder)
+        sweeps.append(folder / f"sweep-{args.host_rate}.json")
+    cal = load_calibration(sweeps)
     link = Link(parse_rate(args.base_rate), cal.get("efficiency", 1.0), cal["hop_latency_s"],
                 cal.get("host_bit_s", float("inf")), ops=cal["ops"])  # each op from its own fit
     print(f"calibration: efficiency {link.efficiency:.3f} (at {args.base_rate}), hop latency "
           f"{link.hop_latency_s * 1e6:.0f} us, host ceiling {link.host_bit_s / 1e9:.2f} Gbit/s (at {args.host_rate})")
     print("\n1. all_reduce time, predicted from the base-rate fit vs measured (sizes >= 1 MB)")
     print(f"{'rate':>9} {'bytes':>9} {'pred ms':>9} {'meas ms':>9} {'error %':>8}")
-    for rate in rates:
+    for rate in ([args.base_rate] if args.skip_collectives else rates):
         measured = base if rate == args.base_rate else sweep(rate, folder)
         at = link.at_rate(parse_rate(rate))
         for r in measured["results"]:
@@ -95,24 +121,38 @@ def main() -> None:
     coll_err = statistics.median(abs(r["error_pct"]) for r in report["collectives"])
     print(f"median |error|: {coll_err:.1f} %")
 
-    print(f"\n2. training steps, replayed from the {args.base_rate} run vs measured (medians per step)")
-    print(f"{'recipe':>12} {'rate':>9} {'comm pred':>10} {'comm meas':>10} {'err %':>7} {'exp pred':>9} "
-          f"{'exp meas':>9} {'err %':>7}")
+    print(f"\n2. training steps, replayed from the {args.base_rate} run vs measured (medians per step); "
+          f"compute and peers' lateness (ms) measured at the base rate -> at the target rate")
+    print(f"{'recipe':>12} {'rate':>8} {'comm pred':>9} {'meas':>8} {'err %':>6} {'exp pred':>8} {'meas':>8} "
+          f"{'err %':>6} {'step pred':>9} {'meas':>8} {'err %':>6} {'compute':>15} {'peers late':>13} {'load':>15}")
     for recipe in args.recipes.split(","):
         measured_base = train(recipe, args.base_rate, folder, args.steps)
         timelines = measured_base["comm"]["timelines"]
+        base_link = link.at_rate(parse_rate(args.base_rate))
+        overhead = bucket_overhead_ms(timelines, 2, base_link)
+        base_parts = parts(measured_base)
+        print(f"{recipe:>12}: each bucket's all-reduce takes {overhead:.2f} ms beyond the sweep's cost "
+              f"at {args.base_rate} (median)")
         for rate in rates:
             meas = measured_base if rate == args.base_rate else train(recipe, rate, folder, args.steps)
-            pred = predict(timelines, 2, link.at_rate(parse_rate(rate)))
-            c = meas["comm"]
-            row = {"recipe": recipe, "rate": rate, "comm_pred_ms": pred["comm_ms"], "comm_meas_ms": c["time_ms_median"],
+            pred = predict(timelines, 2, link.at_rate(parse_rate(rate)), overhead_ms=overhead)
+            c, mp = meas["comm"], parts(meas)
+            row = {"recipe": recipe, "rate": rate, "base": rate == args.base_rate, "overhead_ms": overhead,
+                   "comm_pred_ms": pred["comm_ms"], "comm_meas_ms": c["time_ms_median"],
                    "exposed_pred_ms": pred["exposed_ms"], "exposed_meas_ms": c["exposed_ms_median"],
-                   "comm_err_pct": pct(pred["comm_ms"], c["time_ms_median"]),
-                   "exposed_err_pct": pct(pred["exposed_ms"], c["exposed_ms_median"])}
+                   "step_pred_ms": pred["step_ms"], "step_meas_ms": meas["time"]["step_ms_median"],
+                   "compute_base_ms": base_parts[0], "compute_meas_ms": mp[0],
+                   "late_base_ms": base_parts[1], "late_meas_ms": mp[1], "load": load()}
+            for k in ("comm", "exposed", "step"):
+                row[f"{k}_err_pct"] = pct(row[f"{k}_pred_ms"], row[f"{k}_meas_ms"])
             report["training"].append(row)
-            print(f"{recipe:>12} {rate:>9} {row['comm_pred_ms']:>10.2f} {row['comm_meas_ms']:>10.2f} "
-                  f"{row['comm_err_pct']:>+7.1f} {row['exposed_pred_ms']:>9.2f} {row['exposed_meas_ms']:>9.2f} "
-                  f"{row['exposed_err_pct']:>+7.1f}")
+            print(f"{recipe:>12} {rate:>8} {row['comm_pred_ms']:>9.2f} {row['comm_meas_ms']:>8.2f} "
+                  f"{row['comm_err_pct']:>+6.1f} {row['exposed_pred_ms']:>8.2f} {row['exposed_meas_ms']:>8.2f} "
+                  f"{row['exposed_err_pct']:>+6.1f} {row['step_pred_ms']:>9.2f} {row['step_meas_ms']:>8.2f} "
+                  f"{row['step_err_pct']:>+6.1f} {base_parts[0]:>7.1f}->{mp[0]:<7.1f} "
+                  f"{base_parts[1]:>6.1f}->{mp[1]:<6.1f} {row['load']:>15}")
+        if args.skip_requirement:
+            continue
         need = required_rate(timelines, 2, link, 0.10)
         if need is None:
             report["requirement"].append({"recipe": recipe, "rate": None, "exposed_pct_measured": None})
@@ -121,15 +161,19 @@ def main() -> None:
             meas = train(recipe, rate, folder, args.steps)
             frac = 100 * meas["comm"]["exposed_ms_median"] / meas["time"]["step_ms_median"]
             report["requirement"].append({"recipe": recipe, "rate": rate, "exposed_pct_measured": frac})
-    exp_err = statistics.median(abs(r["exposed_err_pct"]) for r in report["training"])
-    print(f"median |error| of exposed comm: {exp_err:.1f} %")
+    validated = [r for r in report["training"] if not r["base"]]  # the base run calibrated the replay
+    errs = {k: statistics.median(abs(r[f"{k}_err_pct"]) for r in validated) for k in ("comm", "exposed", "step")}
+    for k, v in errs.items():
+        print(f"median |error| of {k} over {len(validated)} runs at rates other than {args.base_rate}: {v:.1f} %")
+    exp_err = errs["exposed"]
     print("\n3. link set to the planner's smallest rate for exposed <= 10% of the step")
     for r in report["requirement"]:
         if r["rate"] is None:
             print(f"{r['recipe']:>12}: no link rate is enough (host- or latency-bound), as predicted")
         else:
             print(f"{r['recipe']:>12} {r['rate']:>10}: measured exposed {r['exposed_pct_measured']:.1f} % of the step")
-    report["summary"] = {"collective_median_abs_error_pct": coll_err, "exposed_median_abs_error_pct": exp_err}
+    report["summary"] = {"collective_median_abs_error_pct": coll_err, "exposed_median_abs_error_pct": exp_err,
+                         "comm_median_abs_error_pct": errs["comm"], "step_median_abs_error_pct": errs["step"]}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
 
