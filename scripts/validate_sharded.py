@@ -2,9 +2,11 @@
 
     sudo python scripts/validate_sharded.py --calibrate 100mbit --base-rate 100mbit --rates 50mbit,200mbit,400mbit
 
-1. Calibration, at one world size (2 nodes x 1 rank): a sweep of all_reduce, all_gather and
-   reduce_scatter on the shaped link at --calibrate (each op's efficiency), and one over loopback
-   (2 ranks, no namespace: each op's host ceiling, the intra-node tier).
+1. Calibration, at one world size (2 nodes x 1 rank; --calibrate-nproc 2: x 2): a sweep of
+   all_reduce, all_gather and reduce_scatter on the shaped link at --calibrate (each op's
+   efficiency), and one over loopback (2 ranks, no namespace: each op's host ceiling, the
+   intra-node tier). Runs and sweeps already in --folder are reused: a second calibration
+   costs one sweep.
 2. Per recipe and strategy, on 2 nodes x 2 ranks (world 4: inside a node loopback, across the
    shaped link): one run at --base-rate is the source timeline; it is replayed (serially: on gloo
    FSDP's collectives block the training thread) at each of --rates, world 4, which no
@@ -57,11 +59,13 @@ def sweep_args(out: Path, link: str | None) -> list[str]:
             *(["--link", link] if link else [])]
 
 
-def calibrate(rate: str, folder: Path) -> SharedNics:
-    shaped, lo = folder / f"sweep-{rate}.json", folder / "sweep-loopback.json"
+def calibrate(rate: str, folder: Path, nproc: int) -> SharedNics:
+    shaped = folder / (f"sweep-{rate}.json" if nproc == 1 else f"sweep-{rate}-x{nproc}.json")
+    lo = folder / "sweep-loopback.json"
     if not shaped.exists():  # a --folder of an earlier run keeps its calibration
-        run([sys.executable, "-m", "launch.testbed", "--nodes", "2", "--rate", rate, "--run-dir", str(folder / "sw"),
-             "--timeout", "600", "--", *sweep_args(shaped, rate)], f"sweep at {rate}")
+        run([sys.executable, "-m", "launch.testbed", "--nodes", "2", "--nproc-per-node", str(nproc), "--rate", rate,
+             "--run-dir", str(folder / f"sw{nproc}"), "--timeout", "600", "--", *sweep_args(shaped, rate)],
+            f"sweep at {rate}")
     if not lo.exists():
         run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
              *sweep_args(lo, None)], "loopback sweep")
@@ -69,11 +73,13 @@ def calibrate(rate: str, folder: Path) -> SharedNics:
     cal, host = load_calibration([shaped, lo]), load_calibration([lo])
     inter = Link(parse_rate(rate), cal.get("efficiency", 1.0), cal["hop_latency_s"], ops=cal["ops"])
     intra = Link(math.inf, 1.0, host["hop_latency_s"], ops=host["ops"])
-    return SharedNics(2, intra, inter)
+    return SharedNics(2, intra, inter, hosts_shared=2)  # both emulated nodes run on this machine's cores
 
 
 def train(recipe: str, strategy: str, rate: str, folder: Path, steps: int) -> dict:
     run_dir = folder / f"{recipe}-{strategy}-{rate}"
+    if (run_dir / "run" / "summary.json").exists():  # a --folder of an earlier run keeps its runs
+        return json.loads((run_dir / "run" / "summary.json").read_text())
     run([sys.executable, "-m", "launch.testbed", "--nodes", "2", "--nproc-per-node", "2", "--rate", rate,
          "--run-dir", str(run_dir), "--timeout", "600", "--", "-m", "train", "--recipe", recipe,
          "--run-dir", str(run_dir / "run"), f"dist.strategy={strategy}", f"train.steps={steps}",
@@ -101,7 +107,9 @@ def pct(pred: float, meas: float) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--calibrate", default="100mbit", help="shaped rate of the calibration sweep (world 2)")
+    p.add_argument("--calibrate", default="100mbit", help="shaped rate of the calibration sweep")
+    p.add_argument("--calibrate-nproc", type=int, default=1, help="ranks per node in the calibration sweep: 1 "
+                   "(world 2, a world size no validated run has) or 2 (world 4, the runs' own)")
     p.add_argument("--base-rate", default="100mbit", help="rate of the run whose timelines are replayed")
     p.add_argument("--rates", default="50mbit,200mbit,400mbit", help="rates predicted and measured")
     p.add_argument("--recipes", default="mlp,transformer")
@@ -113,9 +121,9 @@ def main() -> None:
     folder = Path(args.folder) if args.folder else Path(tempfile.mkdtemp(prefix="gradwire-validate-sharded-"))
     folder.mkdir(parents=True, exist_ok=True)
     report: dict = {"args": vars(args), "load_start": load(), "rows": [], "memory": []}
-    net = calibrate(args.calibrate, folder)
+    net = calibrate(args.calibrate, folder, args.calibrate_nproc)
     eff = {op: net.inter.ops.get(op, {}).get("efficiency") for op in OPS}
-    print(f"calibration (world 2) at {args.calibrate}: efficiency per op {eff}, hop latency "
+    print(f"calibration (world {2 * args.calibrate_nproc}) at {args.calibrate}: efficiency per op {eff}, hop latency "
           f"{net.inter.hop_latency_s * 1e6:.0f} us; loopback ceilings per op (Gbit/s) "
           f"{ {op: round(v.get('host_bit_s', math.inf) / 1e9, 2) for op, v in net.intra.ops.items()} }")
     print(f"load average at start: {report['load_start']}")

@@ -55,6 +55,10 @@ def test_shared_nics_are_gloo_flat_rings_behind_one_nic_per_node():
     # the two replicate groups of a node all-reduce side by side over the one NIC: twice the bytes on it
     assert net.op_cost("all_reduce", 1e6, replicate).time_s == pytest.approx(2 * 1e6 * 8 / 50e6)
     assert net.at_rate(200e6).op_cost("all_reduce", 1e6, replicate).time_s == pytest.approx(2 * 1e6 * 8 / 100e6)
+    # emulated nodes on one machine: both nodes' shard groups share its CPUs, loopback runs at half speed
+    testbed = SharedNics(2, net.intra, net.inter, hosts_shared=2)
+    assert testbed.op_cost("all_gather", 1e6, shard).time_s == pytest.approx(2 * 0.5e6 * 8 / 8e9)
+    assert testbed.op_cost("all_gather", 1e6, fsdp).time_s == net.op_cost("all_gather", 1e6, fsdp).time_s
 
 
 def sharded_timeline():

@@ -224,6 +224,7 @@ class SharedNics:
     ranks_per_node: int
     intra: Link
     inter: Link
+    hosts_shared: int = 1  # nodes whose intra-node groups share one host's CPUs (testbed: all of them)
 
     def group(self, size: int, stride: int = 1) -> Group:
         per_node = min(size, self.ranks_per_node) if stride == 1 else max(1, self.ranks_per_node // stride)
@@ -235,7 +236,8 @@ class SharedNics:
             return Cost(0.0)
         edge = busbw_factor(op, n) * num_bytes
         if group.nodes <= 1:
-            t = self.intra.collective_time(op, num_bytes, n)
+            # loopback moves bytes with the host's CPUs: groups of nodes on one host split them
+            t = self.intra.collective_time(op, num_bytes, n) * self.hosts_shared
             return Cost(t, edge, 0.0, "ring", t)
         side_by_side = max(1, self.ranks_per_node // group.per_node)
         t = hops(op, n) * self.inter.hop_latency(op) + edge * side_by_side * 8 / self.inter.effective_bit_s(op)
