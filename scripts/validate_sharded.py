@@ -12,7 +12,9 @@
    FSDP's collectives block the training thread) at each of --rates, world 4, which no
    calibration used, and compared with runs measured there: per-op comm time, comm time, exposed
    comm, step time (medians over steps), and the per-rank parameter, gradient and optimizer bytes
-   against the planner's memory model (exact).
+   against the planner's memory model (exact). Each op's call also pays the time beyond the
+   model that the base run's calls took (`call_overhead_ms`, per op and group). The replay knows the testbed's link: a flat gloo
+   ring, one NIC per node (SharedNics), tbf's token bucket refilled in compute gaps.
 """
 from __future__ import annotations
 
@@ -30,9 +32,10 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
+from launch import netns  # noqa: E402
 from models import build_model  # noqa: E402
 from train.comm.plan.costmodel import Link, SharedNics, load_calibration, parse_rate  # noqa: E402
-from train.comm.plan.replay import predict, synchronous  # noqa: E402
+from train.comm.plan.replay import call_overhead_ms, predict, synchronous  # noqa: E402
 from train.comm.plan.schedule import held_bytes  # noqa: E402
 
 RECIPES = {  # small flavors: 4 ranks share the machine's 2 cores
@@ -59,21 +62,31 @@ def sweep_args(out: Path, link: str | None) -> list[str]:
             *(["--link", link] if link else [])]
 
 
-def calibrate(rate: str, folder: Path, nproc: int) -> SharedNics:
-    shaped = folder / (f"sweep-{rate}.json" if nproc == 1 else f"sweep-{rate}-x{nproc}.json")
-    lo = folder / "sweep-loopback.json"
-    if not shaped.exists():  # a --folder of an earlier run keeps its calibration
+def testbed_sweep(rate: str, folder: Path, nproc: int) -> Path:
+    out = folder / (f"sweep-{rate}.json" if nproc == 1 else f"sweep-{rate}-x{nproc}.json")
+    if not out.exists():  # a --folder of an earlier run keeps its calibration
         run([sys.executable, "-m", "launch.testbed", "--nodes", "2", "--nproc-per-node", str(nproc), "--rate", rate,
-             "--run-dir", str(folder / f"sw{nproc}"), "--timeout", "600", "--", *sweep_args(shaped, rate)],
+             "--run-dir", str(folder / f"sw-{rate}-{nproc}"), "--timeout", "600", "--", *sweep_args(out, rate)],
             f"sweep at {rate}")
+    return out
+
+
+def calibrate(rate: str, folder: Path, nproc: int, host_rate: str | None) -> SharedNics:
+    shaped, lo = testbed_sweep(rate, folder, nproc), folder / "sweep-loopback.json"
+    # a link the ranks cannot fill: what the hosts' CPUs move at this many ranks per node
+    host_sweep = [testbed_sweep(host_rate, folder, nproc)] if host_rate else []
     if not lo.exists():
         run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
              *sweep_args(lo, None)], "loopback sweep")
     # loopback alone says nothing about a link: its fits are the host's ceilings, per op
-    cal, host = load_calibration([shaped, lo]), load_calibration([lo])
+    cal, host = load_calibration([shaped, lo, *host_sweep]), load_calibration([lo])
     inter = Link(parse_rate(rate), cal.get("efficiency", 1.0), cal["hop_latency_s"], ops=cal["ops"])
     intra = Link(math.inf, 1.0, host["hop_latency_s"], ops=host["ops"])
-    return SharedNics(2, intra, inter, hosts_shared=2)  # both emulated nodes run on this machine's cores
+    # both emulated nodes run on this machine's cores; each link is a tbf shaper with the testbed's bucket
+    net = SharedNics(2, intra, inter, hosts_shared=2, burst_bytes=netns.burst_bytes(1.0), burst_s=0.002)
+    for r in (1e6, 1e9, 1e11):
+        assert net.at_rate(r).burst() == netns.burst_bytes(r), "the replay's bucket is not the testbed's"
+    return net
 
 
 def train(recipe: str, strategy: str, rate: str, folder: Path, steps: int) -> dict:
@@ -110,21 +123,26 @@ def main() -> None:
     p.add_argument("--calibrate", default="100mbit", help="shaped rate of the calibration sweep")
     p.add_argument("--calibrate-nproc", type=int, default=1, help="ranks per node in the calibration sweep: 1 "
                    "(world 2, a world size no validated run has) or 2 (world 4, the runs' own)")
+    p.add_argument("--host-rate", help="also sweep at this rate, far above what the ranks can fill (e.g. 10gbit): "
+                   "the hosts' ceiling per op at the calibration's ranks per node")
     p.add_argument("--base-rate", default="100mbit", help="rate of the run whose timelines are replayed")
     p.add_argument("--rates", default="50mbit,200mbit,400mbit", help="rates predicted and measured")
     p.add_argument("--recipes", default="mlp,transformer")
     p.add_argument("--strategies", default="fsdp,hsdp")
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--json", help="write every figure here")
+    p.add_argument("--no-overhead", dest="overhead", action="store_false",
+                   help="leave out the per-call overhead measured on the base run")
     p.add_argument("--folder", help="work folder (default: a new temporary one); its sweeps are reused")
     args = p.parse_args()
     folder = Path(args.folder) if args.folder else Path(tempfile.mkdtemp(prefix="gradwire-validate-sharded-"))
     folder.mkdir(parents=True, exist_ok=True)
     report: dict = {"args": vars(args), "load_start": load(), "rows": [], "memory": []}
-    net = calibrate(args.calibrate, folder, args.calibrate_nproc)
+    net = calibrate(args.calibrate, folder, args.calibrate_nproc, args.host_rate)
     eff = {op: net.inter.ops.get(op, {}).get("efficiency") for op in OPS}
+    ceiling = {op: round(net.inter.ops.get(op, {}).get("host_bit_s", math.inf) / 1e9, 3) for op in OPS}
     print(f"calibration (world {2 * args.calibrate_nproc}) at {args.calibrate}: efficiency per op {eff}, hop latency "
-          f"{net.inter.hop_latency_s * 1e6:.0f} us; loopback ceilings per op (Gbit/s) "
+          f"{net.inter.hop_latency_s * 1e6:.0f} us, ceiling per op across nodes (Gbit/s) {ceiling}; loopback ceilings per op (Gbit/s) "
           f"{ {op: round(v.get('host_bit_s', math.inf) / 1e9, 2) for op, v in net.intra.ops.items()} }")
     print(f"load average at start: {report['load_start']}")
     head = f"{'recipe':>11} {'strategy':>8} {'rate':>8} {'figure':>16} {'pred ms':>9} {'meas ms':>9} {'err %':>7}"
@@ -133,10 +151,17 @@ def main() -> None:
     for recipe in args.recipes.split(","):
         for strategy in args.strategies.split(","):
             base = train(recipe, strategy, args.base_rate, folder, args.steps)
+            tls, world = base["comm"]["timelines"], base["world_size"]
+            # what each call took beyond the model at the base rate: gloo's wake-ups on loaded cores
+            overhead = call_overhead_ms(tls, world, net.at_rate(parse_rate(args.base_rate)))
+            report["overhead"] = {**report.get("overhead", {}), f"{recipe} {strategy}":
+                                  {f"{op} {g}": ms for (op, g), ms in overhead.items()}}
+            print(f"{recipe:>11} {strategy:>8} per-call overhead at {args.base_rate} (ms): "
+                  f"{ {f'{op} {g}': round(ms, 2) for (op, g), ms in overhead.items()} }")
             for rate in args.rates.split(","):
                 meas = train(recipe, strategy, rate, folder, args.steps)
-                pred = predict(base["comm"]["timelines"], base["world_size"], net.at_rate(parse_rate(rate)),
-                               serial=synchronous(base))
+                pred = predict(tls, world, net.at_rate(parse_rate(rate)), serial=synchronous(base),
+                               overhead_ms=overhead if args.overhead else 0.0)
                 c = meas["comm"]
                 figures = [(f"{op}", pred.get(f"{op}_ms", 0.0), c["ops"][op]["time_ms_median"])
                            for op in OPS if op in c["ops"]]

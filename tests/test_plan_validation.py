@@ -111,3 +111,16 @@ def test_calibration_takes_a_slow_op_on_a_link_as_link_bound_when_the_host_is_fa
     # reduce_scatter's loopback fit is no faster than its shaped one: the host may be what held both
     assert "efficiency" not in both["reduce_scatter"]
     assert Link(100e6, ops=both).effective_bit_s("all_gather") == pytest.approx(0.074e9)
+
+
+def test_serial_replay_spends_a_token_bucket_refilled_in_compute_gaps():
+    tl = sharded_timeline()  # 20 ms of compute before the gather (step tail + start), 9 ms before the scatter
+    net = SharedNics(2, Link(math.inf, 1.0, 0.0), Link(100e6, 0.5, 0.0), burst_bytes=100e3)  # 12.5 kB per ms
+    full = 0.75e6 * 8 / 50e6 * 1e3
+    got = replay_step(tl, 4, net, serial=True)
+    # the gather finds the bucket full (100 kB), the scatter finds 9 ms x 12.5 kB = 112.5 kB -> 100 kB
+    assert got["all_gather_ms"] == pytest.approx((0.75e6 - 100e3) * 8 / 50e6 * 1e3)
+    assert got["reduce_scatter_ms"] == pytest.approx((0.75e6 - 100e3) * 8 / 50e6 * 1e3)
+    tl["ops"][1]["launch_ms"] = 23.0  # 2 ms after the gather: 25 kB
+    assert replay_step(tl, 4, net, serial=True)["reduce_scatter_ms"] == pytest.approx((0.75e6 - 25e3) * 8 / 50e6 * 1e3)
+    assert replay_step(tl, 4, SharedNics(2, net.intra, net.inter), serial=True)["all_gather_ms"] == pytest.approx(full)

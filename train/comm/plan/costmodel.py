@@ -225,12 +225,27 @@ class SharedNics:
     intra: Link
     inter: Link
     hosts_shared: int = 1  # nodes whose intra-node groups share one host's CPUs (testbed: all of them)
+    # A token-bucket shaper on each NIC (tc tbf on the testbed, burst credits of cloud instances):
+    # its bucket holds max(burst_bytes, burst_s of traffic); after an idle gap that much passes at once.
+    burst_bytes: float = 0.0
+    burst_s: float = 0.0
 
     def group(self, size: int, stride: int = 1) -> Group:
         per_node = min(size, self.ranks_per_node) if stride == 1 else max(1, self.ranks_per_node // stride)
         return Group(size, per_node if size % per_node == 0 else 1)
 
-    def op_cost(self, op: str, num_bytes: float, group: Group) -> Cost:
+    def burst(self) -> float:
+        return max(self.burst_bytes, self.inter.rate_bit_s / 8 * self.burst_s)
+
+    def nic_bytes(self, op: str, num_bytes: float, group: Group) -> float:
+        """Bytes the op puts on one direction of a node's NIC: one ring edge per group beside it."""
+        if group.size <= 1 or group.nodes <= 1:
+            return 0.0
+        return busbw_factor(op, group.size) * num_bytes * max(1, self.ranks_per_node // group.per_node)
+
+    def op_cost(self, op: str, num_bytes: float, group: Group, credit_bytes: float = 0.0) -> Cost:
+        """credit_bytes: what the NIC's token bucket holds when the op starts (replay.replay_serial
+        knows the idle gaps); the op's first bytes up to it pass at once."""
         n = group.size
         if n <= 1:
             return Cost(0.0)
@@ -239,8 +254,8 @@ class SharedNics:
             # loopback moves bytes with the host's CPUs: groups of nodes on one host split them
             t = self.intra.collective_time(op, num_bytes, n) * self.hosts_shared
             return Cost(t, edge, 0.0, "ring", t)
-        side_by_side = max(1, self.ranks_per_node // group.per_node)
-        t = hops(op, n) * self.inter.hop_latency(op) + edge * side_by_side * 8 / self.inter.effective_bit_s(op)
+        queued = max(0.0, self.nic_bytes(op, num_bytes, group) - credit_bytes)
+        t = hops(op, n) * self.inter.hop_latency(op) + queued * 8 / self.inter.effective_bit_s(op)
         return Cost(t, 0.0, edge, "ring", 0.0)
 
     def at_rate(self, rate_bit_s: float) -> "SharedNics":

@@ -223,20 +223,53 @@ def replay_sharded(tl: dict, net, groups: dict, scale: dict | None = None) -> di
                     "units": len(win), **ch.ops_ms})
 
 
-def replay_serial(tl: dict, net, groups: dict, scale: dict | None = None) -> dict:
+def _serial_costs(tl: dict, net, groups: dict, scale: dict):
+    """(op, Cost) per recorded op in launch order, as the target network would serve them one by
+    one. A network with a token-bucket shaper (`net.burst()`) refills it in the measured compute
+    gaps between ops (the step's tail and start before the first) and spends it on each op that
+    crosses the NIC."""
+    ops = sorted(tl["ops"], key=lambda o: o["launch_ms"])
+    bucket = net.burst() if hasattr(net, "burst") else 0.0
+    fill = net.rate_bit_s / 8 / 1e3 if bucket else 0.0  # bytes per ms
+    credit, prev = 0.0, (ops[0]["launch_ms"] - (tl["step_ms"] - ops[-1]["done_ms"])) if ops else 0.0
+    for op in ops:
+        sent, group = op["sent_bytes"] * scale.get(op["group"], 1.0), groups[op["group"]]
+        credit = min(bucket, credit + max(0.0, op["launch_ms"] - prev) * fill)
+        cost = net.op_cost(op["op"], sent, group, credit) if bucket else net.op_cost(op["op"], sent, group)
+        if bucket:
+            used = net.nic_bytes(op["op"], sent, group)
+            credit = max(0.0, credit - used) if used else min(bucket, credit + cost.time_s * 1e3 * fill)
+        prev = op["done_ms"]
+        yield op, cost
+
+
+def replay_serial(tl: dict, net, groups: dict, scale: dict | None = None, overhead: dict | None = None) -> dict:
     """A sharded step whose collectives block the training thread (FSDP on gloo): the measured
     step less its own collectives (they never overlap, so their union is their sum) plus each
-    recorded op at the target network's cost. Exposed comm is all of comm time."""
-    scale, tiers, ops_ms, phase_ms = scale or {}, [0.0, 0.0, 0.0, 0.0], {}, {"forward": 0.0, "backward": 0.0}
-    for op in tl["ops"]:
-        cost = net.op_cost(op["op"], op["sent_bytes"] * scale.get(op["group"], 1.0), groups[op["group"]])
+    recorded op at the target network's cost, plus overhead[(op, group)] ms per call
+    (`call_overhead_ms`). Exposed comm is all of comm time."""
+    tiers, ops_ms, phase_ms = [0.0, 0.0, 0.0, 0.0], {}, {"forward": 0.0, "backward": 0.0}
+    for op, cost in _serial_costs(tl, net, groups, scale or {}):
+        ms = cost.time_s * 1e3 + (overhead or {}).get((op["op"], op["group"]), 0.0)
         _add(tiers, cost)
-        ops_ms[f"{op['op']}_ms"] = ops_ms.get(f"{op['op']}_ms", 0.0) + cost.time_s * 1e3
-        phase_ms[op["phase"]] = phase_ms.get(op["phase"], 0.0) + cost.time_s * 1e3
+        ops_ms[f"{op['op']}_ms"] = ops_ms.get(f"{op['op']}_ms", 0.0) + ms
+        phase_ms[op["phase"]] = phase_ms.get(op["phase"], 0.0) + ms
     comm = sum(ops_ms.values())
     return _result(tl, comm, comm, *tiers, {"exposed_forward_ms": phase_ms["forward"],
                                             "exposed_backward_ms": phase_ms["backward"],
                                             "units": len(tl["units"]), **ops_ms})
+
+
+def call_overhead_ms(timelines: list[dict], world: int, net, shard_size: int | None = None) -> dict:
+    """Per (op, group): the median time a recorded blocking call took beyond `net`'s cost for it
+    (on the network it ran on). A sweep times calls back to back; in training each call wakes
+    gloo's threads in every rank, which on busy shared cores costs scheduler time slices."""
+    extra: dict = {}
+    for tl in timelines:
+        groups, scale = _groups(tl, world, net, shard_size)
+        for op, cost in _serial_costs(tl, net, groups, scale):
+            extra.setdefault((op["op"], op["group"]), []).append(op["done_ms"] - op["launch_ms"] - cost.time_s * 1e3)
+    return {k: statistics.median(v) for k, v in extra.items()}
 
 
 def synchronous(summary: dict) -> bool:
@@ -244,22 +277,29 @@ def synchronous(summary: dict) -> bool:
     return summary.get("backend") == "gloo" and summary.get("parallel", {}).get("strategy") in ("fsdp", "hsdp")
 
 
-def replay_step(tl: dict, world: int, net, shard_size: int | None = None, serial: bool = False,
-                overhead_ms: float = 0.0) -> dict:
-    """One timeline at `world` ranks on `net`. Sharded timelines keep their strategy: FSDP shards
-    over the world, HSDP over `shard_size` (default: the measured one); `serial`: their collectives
-    block compute (`synchronous(summary)`), as on gloo."""
-    if "ops" not in tl:
-        return replay_buckets(tl, world, net, overhead_ms)
+def _groups(tl: dict, world: int, net, shard_size: int | None) -> tuple[dict, dict]:
     measured = {op["group"]: op["group_size"] for op in tl["ops"]}
     shard = (shard_size or measured.get("shard", world)) if tl.get("strategy") == "hsdp" else world
     groups = {"shard": net.group(shard), "replicate": net.group(world // shard, stride=shard)}
-    scale = {"replicate": measured.get("shard", shard) / shard}
-    return (replay_serial if serial else replay_sharded)(tl, net, groups, scale)
+    return groups, {"replicate": measured.get("shard", shard) / shard}
+
+
+def replay_step(tl: dict, world: int, net, shard_size: int | None = None, serial: bool = False,
+                overhead_ms=0.0) -> dict:
+    """One timeline at `world` ranks on `net`. Sharded timelines keep their strategy: FSDP shards
+    over the world, HSDP over `shard_size` (default: the measured one); `serial`: their collectives
+    block compute (`synchronous(summary)`), as on gloo. overhead_ms: per DDP bucket (a number,
+    `bucket_overhead_ms`) or per serial sharded call ({(op, group): ms}, `call_overhead_ms`)."""
+    if "ops" not in tl:
+        return replay_buckets(tl, world, net, overhead_ms or 0.0)
+    groups, scale = _groups(tl, world, net, shard_size)
+    if serial:
+        return replay_serial(tl, net, groups, scale, overhead_ms or None)
+    return replay_sharded(tl, net, groups, scale)
 
 
 def predict(timelines: list[dict], world: int, net, shard_size: int | None = None, serial: bool = False,
-            overhead_ms: float = 0.0) -> dict:
+            overhead_ms=0.0) -> dict:
     """Medians over the sampled steps (a figure a step lacks, such as an op it did not run, counts 0)."""
     steps = [replay_step(tl, world, net, shard_size, serial, overhead_ms) for tl in timelines]
     return {k: statistics.median(s.get(k, 0.0) for s in steps) for k in {k for s in steps for k in s}}
