@@ -124,3 +124,22 @@ def test_serial_replay_spends_a_token_bucket_refilled_in_compute_gaps():
     tl["ops"][1]["launch_ms"] = 23.0  # 2 ms after the gather: 25 kB
     assert replay_step(tl, 4, net, serial=True)["reduce_scatter_ms"] == pytest.approx((0.75e6 - 25e3) * 8 / 50e6 * 1e3)
     assert replay_step(tl, 4, SharedNics(2, net.intra, net.inter), serial=True)["all_gather_ms"] == pytest.approx(full)
+
+
+def test_calibration_compares_a_slow_fit_only_with_sweeps_of_its_own_world_size(tmp_path):
+    def sweep(name, link, world, bus, alpha_us=3000.0):
+        path = tmp_path / name
+        path.write_text(json.dumps({"world_size": world, "link_bit_s": link, "results": [],
+                                    "fits": {"all_gather": {"alpha_us": alpha_us, "busbw_gbit_s_fit": bus}}}))
+        return path
+    lo = sweep("lo.json", None, 2, 16.0)                # 2 ranks on loopback
+    shaped = sweep("shaped.json", 100e6, 4, 0.09, 0.0)  # 4 ranks, 2 per node, 100 Mbit/s
+    fast = sweep("fast.json", 10e9, 4, 5.4)             # the same 4 ranks on a link they cannot fill
+    ops = load_calibration([lo, shaped, fast])["ops"]["all_gather"]
+    assert ops["efficiency"] == pytest.approx(0.9)
+    assert ops["host_bit_s"] == pytest.approx(5.4e9)  # 4 ranks' ceiling, not loopback's 2 ranks'
+    assert ops["host_hop_latency_s"] == pytest.approx(1e-3)  # 3000 us over a 4-rank ring's 3 steps
+    link = Link(1e9, ops={"all_gather": ops})
+    # small: the hosts' latency, not the link, sets the time; large: the link
+    assert link.collective_time("all_gather", 1e3, 4) == pytest.approx(3e-3 + 750 * 8 / 5.4e9)
+    assert link.collective_time("all_gather", 1e9, 4) == pytest.approx(0.75e9 * 8 / 0.9e9)

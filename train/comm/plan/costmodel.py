@@ -121,7 +121,17 @@ class Link:
         if world <= 1:
             return 0.0
         wire_bytes = busbw_factor(op, world) * num_bytes
-        return hops(op, world) * self.hop_latency(op) + wire_bytes * 8 / self.effective_bit_s(op)
+        return self.time_for(op, wire_bytes, wire_bytes, hops(op, world))
+
+    def time_for(self, op: str, link_bytes: float, host_bytes: float, steps: int) -> float:
+        """The slower of the link (its latency per step, its rate x efficiency) and the hosts (their
+        own latency per step, when a host-bound sweep measured one, and their ceiling): on loaded
+        cores a small collective costs the hosts milliseconds that no link rate removes."""
+        own = self.ops.get(op, {})
+        link = steps * self.hop_latency(op) + link_bytes * 8 / (self.rate_bit_s * own.get("efficiency", self.efficiency))
+        host = steps * own.get("host_hop_latency_s", self.hop_latency(op)) + \
+            host_bytes * 8 / own.get("host_bit_s", self.host_bit_s)
+        return max(link, host)
 
     def op_cost(self, op: str, num_bytes: float, group: Group) -> Cost:
         """Flat: every member sits behind this one link (a ring over the whole group)."""
@@ -161,8 +171,8 @@ def load_calibration(paths: list) -> dict:
     A sweep whose fit of an op reached 80-105% of the link it ran on measured the link: its
     busbw / rate is the efficiency that op achieves, and alpha / hops the per-hop latency
     (the slowest such link wins: it is the one the link surely limited). So did a fit far below
-    its link when another sweep of the same op moved over 1.25x more (the host can, so the link
-    held it: gloo's all_gather reaches ~65-76% of a shaped link, its reduce_scatter ~50%). A fit
+    its link when another sweep of the same op at the same world size moved over 1.25x more (the
+    host can, so the link held it: gloo's all_gather reaches ~65-76% of a shaped link, its reduce_scatter ~50%). A fit
     far below its link with nothing faster beside it (or on an unshaped one) measured the host:
     its bus rate is the host's ceiling for that op. A fit above its link is noise and is ignored.
     The absolute bandwidth never transfers. all_reduce's figures are also given at the top level
@@ -182,18 +192,19 @@ def load_calibration(paths: list) -> dict:
             if link and bus > LINK_BOUND[1] * link:
                 continue
             hop = fit["alpha_us"] * 1e-6 / max(1, hops(op, sweep["world"]))
-            fits_by_op.setdefault(op, []).append((link, bus, hop))
+            fits_by_op.setdefault(op, []).append((link, bus, hop, sweep["world"]))
         sources.append(str(path))
     ops = {}
     for op, fits in fits_by_op.items():
-        top = max(bus for _, bus, _ in fits)
+        top = {w: max(b for _, b, _, v in fits if v == w) for *_, w in fits}  # fewer ranks per core move more
         mine: dict = {}
         bound = []
-        for link, bus, hop in fits:
-            if link and (bus >= LINK_BOUND[0] * link or top > HOST_MARGIN * bus):
+        for link, bus, hop, world in fits:
+            if link and (bus >= LINK_BOUND[0] * link or top[world] > HOST_MARGIN * bus):
                 bound.append((link, min(1.0, bus / link), hop))
             else:
-                mine["host_bit_s"] = min(mine.get("host_bit_s", math.inf), bus)
+                if bus < mine.get("host_bit_s", math.inf):  # the slowest host fit, with its own latency
+                    mine["host_bit_s"], mine["host_hop_latency_s"] = bus, hop
                 mine.setdefault("hop_latency_s", hop)
         if bound:
             _, mine["efficiency"], mine["hop_latency_s"] = min(bound)
@@ -254,8 +265,8 @@ class SharedNics:
             # loopback moves bytes with the host's CPUs: groups of nodes on one host split them
             t = self.intra.collective_time(op, num_bytes, n) * self.hosts_shared
             return Cost(t, edge, 0.0, "ring", t)
-        queued = max(0.0, self.nic_bytes(op, num_bytes, group) - credit_bytes)
-        t = hops(op, n) * self.inter.hop_latency(op) + queued * 8 / self.inter.effective_bit_s(op)
+        on_nic = self.nic_bytes(op, num_bytes, group)
+        t = self.inter.time_for(op, max(0.0, on_nic - credit_bytes), on_nic, hops(op, n))
         return Cost(t, 0.0, edge, "ring", 0.0)
 
     def at_rate(self, rate_bit_s: float) -> "SharedNics":
