@@ -54,8 +54,8 @@ def sweep(rate: str, folder: Path) -> dict:
     return json.loads(out.read_text())
 
 
-def train(recipe: str, rate: str, folder: Path, steps: int) -> dict:
-    run = folder / f"{recipe}-{rate}"
+def train(recipe: str, rate: str, folder: Path, steps: int, tag: str = "") -> dict:
+    run = folder / f"{recipe}-{rate}{tag}"
     testbed(rate, run, ["-m", "train", "--recipe", recipe, "--run-dir", str(run / "run"), f"train.steps={steps}",
                         "train.log_every=10", "train.eval_every=0", "comm.timeline_steps=16", *RECIPES[recipe]])
     return json.loads((run / "run" / "summary.json").read_text())
@@ -88,6 +88,8 @@ def main() -> None:
     p.add_argument("--recipes", default="mlp,lstm,transformer")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--json", help="write every figure here")
+    p.add_argument("--noise-floor", action="store_true",
+                   help="also run the base rate a second time and predict it from the first (rows 'again')")
     p.add_argument("--skip-requirement", action="store_true", help="leave out part 3")
     p.add_argument("--skip-collectives", action="store_true", help="part 1 at the base rate only (no sweeps elsewhere)")
     args = p.parse_args()
@@ -133,11 +135,14 @@ def main() -> None:
         base_parts = parts(measured_base)
         print(f"{recipe:>12}: each bucket's all-reduce takes {overhead:.2f} ms beyond the sweep's cost "
               f"at {args.base_rate} (median)")
-        for rate in rates:
-            meas = measured_base if rate == args.base_rate else train(recipe, rate, folder, args.steps)
+        for label in rates + (["again"] if args.noise_floor else []):
+            # "again": the base rate in a second run, predicted from the first: this machine's noise
+            rate = args.base_rate if label == "again" else label
+            meas = measured_base if label == args.base_rate else \
+                train(recipe, rate, folder, args.steps, "-again" if label == "again" else "")
             pred = predict(timelines, 2, link.at_rate(parse_rate(rate)), overhead_ms=overhead)
             c, mp = meas["comm"], parts(meas)
-            row = {"recipe": recipe, "rate": rate, "base": rate == args.base_rate, "overhead_ms": overhead,
+            row = {"recipe": recipe, "rate": label, "base": label in (args.base_rate, "again"), "overhead_ms": overhead,
                    "comm_pred_ms": pred["comm_ms"], "comm_meas_ms": c["time_ms_median"],
                    "exposed_pred_ms": pred["exposed_ms"], "exposed_meas_ms": c["exposed_ms_median"],
                    "step_pred_ms": pred["step_ms"], "step_meas_ms": meas["time"]["step_ms_median"],
@@ -146,7 +151,7 @@ def main() -> None:
             for k in ("comm", "exposed", "step"):
                 row[f"{k}_err_pct"] = pct(row[f"{k}_pred_ms"], row[f"{k}_meas_ms"])
             report["training"].append(row)
-            print(f"{recipe:>12} {rate:>8} {row['comm_pred_ms']:>9.2f} {row['comm_meas_ms']:>8.2f} "
+            print(f"{recipe:>12} {label:>8} {row['comm_pred_ms']:>9.2f} {row['comm_meas_ms']:>8.2f} "
                   f"{row['comm_err_pct']:>+6.1f} {row['exposed_pred_ms']:>8.2f} {row['exposed_meas_ms']:>8.2f} "
                   f"{row['exposed_err_pct']:>+6.1f} {row['step_pred_ms']:>9.2f} {row['step_meas_ms']:>8.2f} "
                   f"{row['step_err_pct']:>+6.1f} {base_parts[0]:>7.1f}->{mp[0]:<7.1f} "
@@ -163,8 +168,11 @@ def main() -> None:
             report["requirement"].append({"recipe": recipe, "rate": rate, "exposed_pct_measured": frac})
     validated = [r for r in report["training"] if not r["base"]]  # the base run calibrated the replay
     errs = {k: statistics.median(abs(r[f"{k}_err_pct"]) for r in validated) for k in ("comm", "exposed", "step")}
+    again = [r for r in report["training"] if r["rate"] == "again"]
     for k, v in errs.items():
-        print(f"median |error| of {k} over {len(validated)} runs at rates other than {args.base_rate}: {v:.1f} %")
+        floor = f" (noise floor, the base rate again: {statistics.median(abs(r[f'{k}_err_pct']) for r in again):.1f} %)" \
+            if again else ""
+        print(f"median |error| of {k} over {len(validated)} runs at rates other than {args.base_rate}: {v:.1f} %{floor}")
     exp_err = errs["exposed"]
     print("\n3. link set to the planner's smallest rate for exposed <= 10% of the step")
     for r in report["requirement"]:

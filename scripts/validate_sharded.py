@@ -89,8 +89,8 @@ def calibrate(rate: str, folder: Path, nproc: int, host_rate: str | None) -> Sha
     return net
 
 
-def train(recipe: str, strategy: str, rate: str, folder: Path, steps: int) -> dict:
-    run_dir = folder / f"{recipe}-{strategy}-{rate}"
+def train(recipe: str, strategy: str, rate: str, folder: Path, steps: int, tag: str = "") -> dict:
+    run_dir = folder / f"{recipe}-{strategy}-{rate}{tag}"
     if (run_dir / "run" / "summary.json").exists():  # a --folder of an earlier run keeps its runs
         return json.loads((run_dir / "run" / "summary.json").read_text())
     run([sys.executable, "-m", "launch.testbed", "--nodes", "2", "--nproc-per-node", "2", "--rate", rate,
@@ -131,6 +131,8 @@ def main() -> None:
     p.add_argument("--strategies", default="fsdp,hsdp")
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--json", help="write every figure here")
+    p.add_argument("--noise-floor", action="store_true",
+                   help="also run the base rate a second time and predict it from the first (rows 'again')")
     p.add_argument("--no-overhead", dest="overhead", action="store_false",
                    help="leave out the per-call overhead measured on the base run")
     p.add_argument("--folder", help="work folder (default: a new temporary one); its sweeps are reused")
@@ -158,8 +160,10 @@ def main() -> None:
                                   {f"{op} {g}": ms for (op, g), ms in overhead.items()}}
             print(f"{recipe:>11} {strategy:>8} per-call overhead at {args.base_rate} (ms): "
                   f"{ {f'{op} {g}': round(ms, 2) for (op, g), ms in overhead.items()} }")
-            for rate in args.rates.split(","):
-                meas = train(recipe, strategy, rate, folder, args.steps)
+            for label in args.rates.split(",") + (["again"] if args.noise_floor else []):
+                # "again": the base rate in a second run, predicted from the first: this machine's noise
+                rate = args.base_rate if label == "again" else label
+                meas = train(recipe, strategy, rate, folder, args.steps, "-again" if label == "again" else "")
                 pred = predict(tls, world, net.at_rate(parse_rate(rate)), serial=synchronous(base),
                                overhead_ms=overhead if args.overhead else 0.0)
                 c = meas["comm"]
@@ -169,10 +173,10 @@ def main() -> None:
                             ("exposed comm", pred["exposed_ms"], c["exposed_ms_median"]),
                             ("step time", pred["step_ms"], meas["time"]["step_ms_median"])]
                 for name, pr, me in figures:
-                    row = {"recipe": recipe, "strategy": strategy, "rate": rate, "figure": name,
+                    row = {"recipe": recipe, "strategy": strategy, "rate": label, "figure": name,
                            "pred_ms": pr, "meas_ms": me, "error_pct": pct(pr, me), "load": load()}
                     report["rows"].append(row)
-                    print(f"{recipe:>11} {strategy:>8} {rate:>8} {name:>16} {pr:>9.2f} {me:>9.2f} "
+                    print(f"{recipe:>11} {strategy:>8} {label:>8} {name:>16} {pr:>9.2f} {me:>9.2f} "
                           f"{row['error_pct']:>+7.1f}")
                 mem = predicted_memory(meas)
                 report["memory"].append({"recipe": recipe, "strategy": strategy, "predicted": mem,
@@ -181,9 +185,12 @@ def main() -> None:
     summary = {}
     for group, names in (("per-op comm time", OPS), ("comm time", ("comm time",)),
                          ("exposed comm", ("exposed comm",)), ("step time", ("step time",))):
-        errs = [abs(r["error_pct"]) for r in report["rows"] if r["figure"] in names]
+        errs = [abs(r["error_pct"]) for r in report["rows"] if r["figure"] in names and r["rate"] != "again"]
+        again = [abs(r["error_pct"]) for r in report["rows"] if r["figure"] in names and r["rate"] == "again"]
         summary[group] = statistics.median(errs)
-        print(f"median |error| of {group}: {summary[group]:.1f} % over {len(errs)} figures")
+        summary[f"{group}, noise floor"] = statistics.median(again) if again else None
+        print(f"median |error| of {group}: {summary[group]:.1f} % over {len(errs)} figures" +
+              (f" (noise floor, the base rate again: {statistics.median(again):.1f} %)" if again else ""))
     for m in report["memory"]:
         print(f"memory {m['recipe']} {m['strategy']}: predicted {m['predicted']} measured {m['measured']} "
               f"{'equal' if m['equal'] else 'DIFFERENT'}")
