@@ -143,3 +143,14 @@ def test_calibration_compares_a_slow_fit_only_with_sweeps_of_its_own_world_size(
     # small: the hosts' latency, not the link, sets the time; large: the link
     assert link.collective_time("all_gather", 1e3, 4) == pytest.approx(3e-3 + 750 * 8 / 5.4e9)
     assert link.collective_time("all_gather", 1e9, 4) == pytest.approx(0.75e9 * 8 / 0.9e9)
+
+
+def test_bucket_replay_gives_the_exposed_comm_of_the_rank_ready_last():
+    link = Link(8e9, 1.0, 0.0)  # 1 ms per MB
+    buckets = [{"index": 0, "sent_bytes": 1e6, "ready_ms": 1.0, "ready_max_ms": 1.0},
+               {"index": 1, "sent_bytes": 2e6, "ready_ms": 4.0, "ready_max_ms": 10.0}]  # the peer is 6 ms late
+    tl = {"step": 2, "step_ms": 30.0, "exposed_ms": 9.0, "compute_end_ms": 4.0, "buckets": buckets}
+    got = replay_step(tl, 2, link)
+    assert got["exposed_ms"] == pytest.approx(8.0)  # this rank: 4 -> 12, 6 ms of it waiting for the peer
+    assert got["exposed_last_ready_ms"] == pytest.approx(2.0)  # the late rank: 10 -> 12
+    assert got["step_last_ready_ms"] == pytest.approx(30.0 - 9.0 + 2.0)

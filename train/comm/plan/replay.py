@@ -54,6 +54,11 @@ def replay_buckets(tl: dict, world: int, net, overhead_ms: float = 0.0) -> dict:
         ops_ms["all_reduce_ms"] += cost.time_s * 1e3 + overhead_ms
     if first is None:
         done = first = tl["compute_end_ms"]
+    # the rank that had its buckets ready last waits for nobody: its exposed comm is the network's alone
+    last_ready = max((b.get("ready_max_ms", b["ready_ms"]) for b in tl["buckets"]), default=tl["compute_end_ms"])
+    exposed_last = max(0.0, done - max(last_ready, tl["compute_end_ms"]))
+    ops_ms.update(exposed_last_ready_ms=exposed_last,
+                  step_last_ready_ms=tl["step_ms"] - tl.get("exposed_ms", 0.0) + exposed_last)
     return _result(tl, done - first, max(0.0, done - tl["compute_end_ms"]), *tiers, ops_ms)
 
 
