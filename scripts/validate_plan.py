@@ -58,11 +58,13 @@ def sweep(rate: str, folder: Path) -> dict:
 
 def train(recipe: str, rate: str, folder: Path, steps: int, tag: str = "") -> dict:
     run = folder / f"{recipe}-{rate}{tag}"
-    if (run / "run" / "summary.json").exists():  # and its runs
-        return json.loads((run / "run" / "summary.json").read_text())
-    testbed(rate, run, ["-m", "train", "--recipe", recipe, "--run-dir", str(run / "run"), f"train.steps={steps}",
-                        "train.log_every=10", "train.eval_every=0", "comm.timeline_steps=16", *RECIPES[recipe]])
-    return json.loads((run / "run" / "summary.json").read_text())
+    if not (run / "run" / "summary.json").exists():  # a --folder of an earlier run keeps its runs
+        testbed(rate, run, ["-m", "train", "--recipe", recipe, "--run-dir", str(run / "run"), f"train.steps={steps}",
+                            "train.log_every=10", "train.eval_every=0", "comm.timeline_steps=16", *RECIPES[recipe]])
+        (run / "load.txt").write_text(load())  # the machine's load as the run ended
+    summary = json.loads((run / "run" / "summary.json").read_text())
+    summary["load"] = (run / "load.txt").read_text() if (run / "load.txt").exists() else "?"
+    return summary
 
 
 def load() -> str:
@@ -168,7 +170,7 @@ def main() -> None:
                    "exposed_pred_ms": pred["exposed_ms"], "exposed_meas_ms": c["exposed_ms_median"],
                    "step_pred_ms": pred["step_ms"], "step_meas_ms": meas["time"]["step_ms_median"],
                    "compute_base_ms": base_parts[0], "compute_meas_ms": mp[0],
-                   "late_base_ms": base_parts[1], "late_meas_ms": mp[1], "load": load()}
+                   "late_base_ms": base_parts[1], "late_meas_ms": mp[1], "load": meas["load"]}
             row["exposed_last_pred_ms"], row["step_last_pred_ms"] = pred["exposed_last_ready_ms"], pred["step_last_ready_ms"]
             row["exposed_last_meas_ms"], row["step_last_meas_ms"] = last_ready(meas)
             for k in ("comm", "exposed", "step", "exposed_last", "step_last"):

@@ -47,7 +47,7 @@ OPS = ("all_gather", "reduce_scatter", "all_reduce")
 
 
 def load() -> str:
-    return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def run(cmd: list[str], what: str) -> None:
@@ -92,13 +92,18 @@ def calibrate(rate: str, folder: Path, nproc: int, host_rate: str | None) -> Sha
 def train(recipe: str, strategy: str, rate: str, folder: Path, steps: int, tag: str = "") -> dict:
     run_dir = folder / f"{recipe}-{strategy}-{rate}{tag}"
     if (run_dir / "run" / "summary.json").exists():  # a --folder of an earlier run keeps its runs
-        return json.loads((run_dir / "run" / "summary.json").read_text())
+        summary = json.loads((run_dir / "run" / "summary.json").read_text())
+        summary["load"] = (run_dir / "load.txt").read_text() if (run_dir / "load.txt").exists() else "?"
+        return summary
     run([sys.executable, "-m", "launch.testbed", "--nodes", "2", "--nproc-per-node", "2", "--rate", rate,
          "--run-dir", str(run_dir), "--timeout", "600", "--", "-m", "train", "--recipe", recipe,
          "--run-dir", str(run_dir / "run"), f"dist.strategy={strategy}", f"train.steps={steps}",
          "train.log_every=5", "train.eval_every=0", f"comm.timeline_steps={steps}", *RECIPES[recipe]],
         f"{recipe} {strategy} at {rate}")
-    return json.loads((run_dir / "run" / "summary.json").read_text())
+    (run_dir / "load.txt").write_text(load())  # the machine's load as the run ended
+    summary = json.loads((run_dir / "run" / "summary.json").read_text())
+    summary["load"] = load()
+    return summary
 
 
 def predicted_memory(summary: dict) -> dict:
@@ -174,7 +179,7 @@ def main() -> None:
                             ("step time", pred["step_ms"], meas["time"]["step_ms_median"])]
                 for name, pr, me in figures:
                     row = {"recipe": recipe, "strategy": strategy, "rate": label, "figure": name,
-                           "pred_ms": pr, "meas_ms": me, "error_pct": pct(pr, me), "load": load()}
+                           "pred_ms": pr, "meas_ms": me, "error_pct": pct(pr, me), "load": meas["load"]}
                     report["rows"].append(row)
                     print(f"{recipe:>11} {strategy:>8} {label:>8} {name:>16} {pr:>9.2f} {me:>9.2f} "
                           f"{row['error_pct']:>+7.1f}")
