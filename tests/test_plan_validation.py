@@ -29,7 +29,8 @@ def test_held_bytes_equal_what_an_fsdp_run_holds(tmp_path):
     from models import build_model
     run_dir = tmp_path / "run"
     done = torchrun(["-m", "train", "--recipe", "mlp", "--run-dir", str(run_dir),
-                     *tiny("mlp", "dist.strategy=fsdp", "optim.name=rmsprop", steps=2)], nproc=3)
+                     *tiny("mlp", "dist.strategy=fsdp", "optim.name=rmsprop", "train.batch_size=48", steps=2)],
+                    nproc=3)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = read_summary(run_dir)
     with torch.device("meta"):
