@@ -35,7 +35,7 @@ import torch  # noqa: E402
 from launch import netns  # noqa: E402
 from models import build_model  # noqa: E402
 from train.comm.plan.costmodel import Link, SharedNics, load_calibration, parse_rate  # noqa: E402
-from train.comm.plan.replay import call_overhead_ms, predict, synchronous  # noqa: E402
+from train.comm.plan.replay import call_floor_ms, call_overhead_ms, predict, synchronous  # noqa: E402
 from train.comm.plan.schedule import held_bytes  # noqa: E402
 
 RECIPES = {  # small flavors: 4 ranks share the machine's 2 cores
@@ -136,6 +136,8 @@ def main() -> None:
     p.add_argument("--strategies", default="fsdp,hsdp")
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--json", help="write every figure here")
+    p.add_argument("--floor-rate", help="also calibrate on a run at this rate (e.g. 400mbit): each call's time "
+                   "there is its floor at every rate (list it in --rates no more: it is calibration)")
     p.add_argument("--noise-floor", action="store_true",
                    help="also run the base rate a second time and predict it from the first (rows 'again')")
     p.add_argument("--no-overhead", dest="overhead", action="store_false",
@@ -165,12 +167,15 @@ def main() -> None:
                                   {f"{op} {g}": ms for (op, g), ms in overhead.items()}}
             print(f"{recipe:>11} {strategy:>8} per-call overhead at {args.base_rate} (ms): "
                   f"{ {f'{op} {g}': round(ms, 2) for (op, g), ms in overhead.items()} }")
+            # --floor-rate: a run on a link the calls do not fill gives each call its hosts' floor
+            floor = call_floor_ms(train(recipe, strategy, args.floor_rate, folder, args.steps)["comm"]["timelines"]) \
+                if args.floor_rate else None
             for label in args.rates.split(",") + (["again"] if args.noise_floor else []):
                 # "again": the base rate in a second run, predicted from the first: this machine's noise
                 rate = args.base_rate if label == "again" else label
                 meas = train(recipe, strategy, rate, folder, args.steps, "-again" if label == "again" else "")
                 pred = predict(tls, world, net.at_rate(parse_rate(rate)), serial=synchronous(base),
-                               overhead_ms=overhead if args.overhead else 0.0)
+                               overhead_ms=overhead if args.overhead else 0.0, floor_ms=floor)
                 c = meas["comm"]
                 figures = [(f"{op}", pred.get(f"{op}_ms", 0.0), c["ops"][op]["time_ms_median"])
                            for op in OPS if op in c["ops"]]

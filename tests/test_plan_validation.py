@@ -10,7 +10,7 @@ import torch
 from runner import read_summary, torchrun
 from tiny import tiny
 from train.comm.plan.costmodel import Link, SharedNics, load_calibration
-from train.comm.plan.replay import bucket_overhead_ms, predict, replay_step, synchronous
+from train.comm.plan.replay import bucket_overhead_ms, call_floor_ms, predict, replay_step, synchronous
 from train.comm.plan.schedule import held_bytes
 
 
@@ -155,3 +155,14 @@ def test_bucket_replay_gives_the_exposed_comm_of_the_rank_ready_last():
     assert got["exposed_ms"] == pytest.approx(8.0)  # this rank: 4 -> 12, 6 ms of it waiting for the peer
     assert got["exposed_last_ready_ms"] == pytest.approx(2.0)  # the late rank: 10 -> 12
     assert got["step_last_ready_ms"] == pytest.approx(30.0 - 9.0 + 2.0)
+
+
+def test_a_call_never_beats_its_floor_from_a_run_on_a_fast_link():
+    fast = sharded_timeline()  # the same configuration on a fast link: the gather 20 ms, the scatter 30 ms
+    floor = call_floor_ms([fast, fast])
+    assert floor == {("all_gather", "forward", 0, "shard", 0): 20.0, ("reduce_scatter", "backward", 0, "shard", 0): 30.0}
+    net = shared_net(1e12)  # a link so fast that the model alone says ~0 ms
+    got = replay_step(sharded_timeline(), 4, net, serial=True, floor_ms=floor)
+    assert got["all_gather_ms"] == pytest.approx(20.0) and got["reduce_scatter_ms"] == pytest.approx(30.0)
+    slow = replay_step(sharded_timeline(), 4, shared_net(), serial=True, floor_ms=floor)  # 120 ms each: the link
+    assert slow["all_gather_ms"] == pytest.approx(0.75e6 * 8 / 50e6 * 1e3)

@@ -248,14 +248,28 @@ def _serial_costs(tl: dict, net, groups: dict, scale: dict):
         yield op, cost
 
 
-def replay_serial(tl: dict, net, groups: dict, scale: dict | None = None, overhead: dict | None = None) -> dict:
+def _call_keys(ops):
+    """A recorded call's identity across steps and runs of one configuration: op, phase, unit,
+    group and its occurrence among those (launch order)."""
+    seen: dict = {}
+    for op in ops:
+        key = (op["op"], op["phase"], op["unit"], op["group"])
+        seen[key] = seen.get(key, -1) + 1
+        yield (*key, seen[key])
+
+
+def replay_serial(tl: dict, net, groups: dict, scale: dict | None = None, overhead: dict | None = None,
+                  floor: dict | None = None) -> dict:
     """A sharded step whose collectives block the training thread (FSDP on gloo): the measured
     step less its own collectives (they never overlap, so their union is their sum) plus each
     recorded op at the target network's cost, plus overhead[(op, group)] ms per call
-    (`call_overhead_ms`). Exposed comm is all of comm time."""
+    (`call_overhead_ms`), and never less than floor[call] (`call_floor_ms`: what the call took on
+    a link too fast to hold it). Exposed comm is all of comm time."""
     tiers, ops_ms, phase_ms = [0.0, 0.0, 0.0, 0.0], {}, {"forward": 0.0, "backward": 0.0}
-    for op, cost in _serial_costs(tl, net, groups, scale or {}):
+    costs = list(_serial_costs(tl, net, groups, scale or {}))
+    for (op, cost), key in zip(costs, _call_keys(o for o, _ in costs)):
         ms = cost.time_s * 1e3 + (overhead or {}).get((op["op"], op["group"]), 0.0)
+        ms = max(ms, (floor or {}).get(key, 0.0))
         _add(tiers, cost)
         ops_ms[f"{op['op']}_ms"] = ops_ms.get(f"{op['op']}_ms", 0.0) + ms
         phase_ms[op["phase"]] = phase_ms.get(op["phase"], 0.0) + ms
@@ -263,6 +277,17 @@ def replay_serial(tl: dict, net, groups: dict, scale: dict | None = None, overhe
     return _result(tl, comm, comm, *tiers, {"exposed_forward_ms": phase_ms["forward"],
                                             "exposed_backward_ms": phase_ms["backward"],
                                             "units": len(tl["units"]), **ops_ms})
+
+
+def call_floor_ms(timelines: list[dict]) -> dict:
+    """Per recorded call (`_call_keys`): its median duration in a run on a link too fast to hold
+    it: what the hosts take per call, which no faster link removes."""
+    got: dict = {}
+    for tl in timelines:
+        ops = sorted(tl["ops"], key=lambda o: o["launch_ms"])
+        for op, key in zip(ops, _call_keys(ops)):
+            got.setdefault(key, []).append(op["done_ms"] - op["launch_ms"])
+    return {k: statistics.median(v) for k, v in got.items()}
 
 
 def call_overhead_ms(timelines: list[dict], world: int, net, shard_size: int | None = None) -> dict:
@@ -290,7 +315,7 @@ def _groups(tl: dict, world: int, net, shard_size: int | None) -> tuple[dict, di
 
 
 def replay_step(tl: dict, world: int, net, shard_size: int | None = None, serial: bool = False,
-                overhead_ms=0.0) -> dict:
+                overhead_ms=0.0, floor_ms: dict | None = None) -> dict:
     """One timeline at `world` ranks on `net`. Sharded timelines keep their strategy: FSDP shards
     over the world, HSDP over `shard_size` (default: the measured one); `serial`: their collectives
     block compute (`synchronous(summary)`), as on gloo. overhead_ms: per DDP bucket (a number,
@@ -299,14 +324,14 @@ def replay_step(tl: dict, world: int, net, shard_size: int | None = None, serial
         return replay_buckets(tl, world, net, overhead_ms or 0.0)
     groups, scale = _groups(tl, world, net, shard_size)
     if serial:
-        return replay_serial(tl, net, groups, scale, overhead_ms or None)
+        return replay_serial(tl, net, groups, scale, overhead_ms or None, floor_ms)
     return replay_sharded(tl, net, groups, scale)
 
 
 def predict(timelines: list[dict], world: int, net, shard_size: int | None = None, serial: bool = False,
-            overhead_ms=0.0) -> dict:
+            overhead_ms=0.0, floor_ms: dict | None = None) -> dict:
     """Medians over the sampled steps (a figure a step lacks, such as an op it did not run, counts 0)."""
-    steps = [replay_step(tl, world, net, shard_size, serial, overhead_ms) for tl in timelines]
+    steps = [replay_step(tl, world, net, shard_size, serial, overhead_ms, floor_ms) for tl in timelines]
     return {k: statistics.median(s.get(k, 0.0) for s in steps) for k in {k for s in steps for k in s}}
 
 
