@@ -35,7 +35,8 @@ import torch  # noqa: E402
 from launch import netns  # noqa: E402
 from models import build_model  # noqa: E402
 from train.comm.plan.costmodel import Link, SharedNics, load_calibration, parse_rate  # noqa: E402
-from train.comm.plan.replay import call_floor_ms, call_overhead_ms, predict, synchronous  # noqa: E402
+from train.comm.plan.replay import predict  # noqa: E402
+from train.comm.plan.serial import call_floor_ms, call_overhead_ms, synchronous  # noqa: E402
 from train.comm.plan.schedule import held_bytes  # noqa: E402
 
 RECIPES = {  # small flavors: 4 ranks share the machine's 2 cores

@@ -10,7 +10,8 @@ import torch
 from runner import read_summary, torchrun
 from tiny import tiny
 from train.comm.plan.costmodel import Link, SharedNics, load_calibration
-from train.comm.plan.replay import bucket_overhead_ms, call_floor_ms, predict, replay_step, synchronous
+from train.comm.plan.replay import bucket_overhead_ms, predict, replay_step
+from train.comm.plan.serial import call_floor_ms, synchronous
 from train.comm.plan.schedule import held_bytes
 
 
