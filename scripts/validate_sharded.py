@@ -13,7 +13,9 @@
    calibration used, and compared with runs measured there: per-op comm time, comm time, exposed
    comm, step time (medians over steps), and the per-rank parameter, gradient and optimizer bytes
    against the planner's memory model (exact). Each op's call also pays the time beyond the
-   model that the base run's calls took (`call_overhead_ms`, per op and group). The replay knows the testbed's link: a flat gloo
+   model that the base run's calls took (`call_overhead_ms`, per op and group); with --floor-rate
+   each call also has a floor, its median time in a run at that rate (`call_floor_ms`: the hosts'
+   own time per call, which no faster link removes). The replay knows the testbed's link: a flat gloo
    ring, one NIC per node (SharedNics), tbf's token bucket refilled in compute gaps.
 """
 from __future__ import annotations
@@ -151,9 +153,10 @@ def main() -> None:
     net = calibrate(args.calibrate, folder, args.calibrate_nproc, args.host_rate)
     eff = {op: net.inter.ops.get(op, {}).get("efficiency") for op in OPS}
     ceiling = {op: round(net.inter.ops.get(op, {}).get("host_bit_s", math.inf) / 1e9, 3) for op in OPS}
+    loopback = {op: round(v.get("host_bit_s", math.inf) / 1e9, 2) for op, v in net.intra.ops.items()}
     print(f"calibration (world {2 * args.calibrate_nproc}) at {args.calibrate}: efficiency per op {eff}, hop latency "
-          f"{net.inter.hop_latency_s * 1e6:.0f} us, ceiling per op across nodes (Gbit/s) {ceiling}; loopback ceilings per op (Gbit/s) "
-          f"{ {op: round(v.get('host_bit_s', math.inf) / 1e9, 2) for op, v in net.intra.ops.items()} }")
+          f"{net.inter.hop_latency_s * 1e6:.0f} us, ceiling per op across nodes (Gbit/s) {ceiling}; "
+          f"loopback ceilings per op (Gbit/s) {loopback}")
     print(f"load average at start: {report['load_start']}")
     head = f"{'recipe':>11} {'strategy':>8} {'rate':>8} {'figure':>16} {'pred ms':>9} {'meas ms':>9} {'err %':>7}"
     print("\nper-op comm time, comm time, exposed comm and step time: replayed from the "
