@@ -112,6 +112,8 @@ def main() -> None:
     p.add_argument("--noise-floor", action="store_true",
                    help="also run the base rate a second time and predict it from the first (rows 'again')")
     p.add_argument("--folder", help="work folder (default: a new temporary one); its sweeps and runs are reused")
+    p.add_argument("--warm-run", action="store_true", help="run each recipe once at the base rate and discard it "
+                   "before the base run")
     p.add_argument("--skip-requirement", action="store_true", help="leave out part 3")
     p.add_argument("--skip-collectives", action="store_true", help="part 1 at the base rate only (no sweeps elsewhere)")
     args = p.parse_args()
@@ -151,6 +153,8 @@ def main() -> None:
     print(f"{'recipe':>12} {'rate':>8} {'comm pred':>9} {'meas':>8} {'err %':>6} {'exp pred':>8} {'meas':>8} "
           f"{'err %':>6} {'step pred':>9} {'meas':>8} {'err %':>6} {'compute':>15} {'peers late':>13} {'load':>15}")
     for recipe in args.recipes.split(","):
+        if args.warm_run:  # a run thrown away first: the first run after a sweep computed slower in every set
+            train(recipe, args.base_rate, folder, args.steps, "-warm")
         measured_base = train(recipe, args.base_rate, folder, args.steps)
         timelines = measured_base["comm"]["timelines"]
         base_link = link.at_rate(parse_rate(args.base_rate))
