@@ -91,8 +91,9 @@ def test_calibration_is_per_op(tmp_path):
     assert cal["ops"]["all_gather"]["efficiency"] == pytest.approx(0.125 / 0.15)
     assert cal["ops"]["reduce_scatter"]["host_bit_s"] == pytest.approx(0.070e9)  # 47% of the link: not link-bound
     link = Link(150e6, cal["efficiency"], 0.0, ops=cal["ops"])
-    # a 2-rank all_gather of 1 MB puts half of it on the link, at all_gather's own 125 Mbit/s
-    assert link.collective_time("all_gather", 1e6, 2) == pytest.approx(0.5e6 * 8 / 0.125e9)
+    # a 2-rank all_gather of 1 MB puts half of it on the link, at all_gather's own 125 Mbit/s, after
+    # its own latency (200 us over the ring's one hop), not the Link's default
+    assert link.collective_time("all_gather", 1e6, 2) == pytest.approx(200e-6 + 0.5e6 * 8 / 0.125e9)
     assert link.effective_bit_s("reduce_scatter") == pytest.approx(0.070e9)
     assert link.effective_bit_s("all_gather") < link.effective_bit_s("all_reduce")
 

@@ -113,11 +113,25 @@ class Link:
         own = self.ops.get(op, {})
         return min(self.rate_bit_s * own.get("efficiency", self.efficiency), own.get("host_bit_s", self.host_bit_s))
 
+    def hop_latency(self, op: str = "all_reduce") -> float:
+        """Per-hop latency of `op`: its own calibrated one (each op's fit has its own alpha)."""
+        return self.ops.get(op, {}).get("hop_latency_s", self.hop_latency_s)
+
     def collective_time(self, op: str, num_bytes: float, world: int) -> float:
         if world <= 1:
             return 0.0
         wire_bytes = busbw_factor(op, world) * num_bytes
-        return hops(op, world) * self.hop_latency_s + wire_bytes * 8 / self.effective_bit_s(op)
+        return self.time_for(op, wire_bytes, wire_bytes, hops(op, world))
+
+    def time_for(self, op: str, link_bytes: float, host_bytes: float, steps: int) -> float:
+        """The slower of the link (its latency per step, its rate x efficiency) and the hosts (their
+        own latency per step, when a host-bound sweep measured one, and their ceiling): on loaded
+        cores a small collective costs the hosts milliseconds that no link rate removes."""
+        own = self.ops.get(op, {})
+        link = steps * self.hop_latency(op) + link_bytes * 8 / (self.rate_bit_s * own.get("efficiency", self.efficiency))
+        host = steps * own.get("host_hop_latency_s", self.hop_latency(op)) + \
+            host_bytes * 8 / own.get("host_bit_s", self.host_bit_s)
+        return max(link, host)
 
     def op_cost(self, op: str, num_bytes: float, group: Group) -> Cost:
         """Flat: every member sits behind this one link (a ring over the whole group)."""
@@ -132,6 +146,7 @@ class Link:
 
 
 LINK_BOUND = (0.8, 1.05)  # busbw / link rate of a sweep that measured the link itself
+HOST_MARGIN = 1.25  # a fit this far below another of the same op was not held by the host
 
 
 def _read_sweep(path) -> dict:
@@ -155,11 +170,14 @@ def load_calibration(paths: list) -> dict:
 
     A sweep whose fit of an op reached 80-105% of the link it ran on measured the link: its
     busbw / rate is the efficiency that op achieves, and alpha / hops the per-hop latency
-    (the slowest such link wins: it is the one the link surely limited). A fit far below its
-    link (or on an unshaped one) measured the host: its bus rate is the host's ceiling for that
-    op. A fit above its link is noise and is ignored. The absolute bandwidth never transfers.
-    all_reduce's figures are also given at the top level (the DDP path and the default)."""
-    per_op: dict = {}
+    (the slowest such link wins: it is the one the link surely limited). So did a fit far below
+    its link when another sweep of the same op at the same world size moved over 1.25x more (the
+    host can, so the link held it: gloo's all_gather reaches ~65-76% of a shaped link, its reduce_scatter ~50%). A fit
+    far below its link with nothing faster beside it (or on an unshaped one) measured the host:
+    its bus rate is the host's ceiling for that op. A fit above its link is noise and is ignored.
+    The absolute bandwidth never transfers. all_reduce's figures are also given at the top level
+    (the DDP path and the default)."""
+    fits_by_op: dict = {}
     sources, backends = [], set()
     for path in paths:
         sweep = _read_sweep(path)
@@ -171,17 +189,23 @@ def load_calibration(paths: list) -> dict:
             if op not in COLLECTIVES:
                 continue
             bus, link = fit["busbw_gbit_s_fit"] * 1e9, sweep["link"]
+            if link and bus > LINK_BOUND[1] * link:
+                continue
             hop = fit["alpha_us"] * 1e-6 / max(1, hops(op, sweep["world"]))
-            mine = per_op.setdefault(op, {"link_bound": []})
-            if link and LINK_BOUND[0] * link <= bus <= LINK_BOUND[1] * link:
-                mine["link_bound"].append((link, min(1.0, bus / link), hop))
-            elif not link or bus < LINK_BOUND[0] * link:
-                mine["host_bit_s"] = min(mine.get("host_bit_s", math.inf), bus)
-                mine.setdefault("hop_latency_s", hop)
+            fits_by_op.setdefault(op, []).append((link, bus, hop, sweep["world"]))
         sources.append(str(path))
     ops = {}
-    for op, mine in per_op.items():
-        bound = mine.pop("link_bound")
+    for op, fits in fits_by_op.items():
+        top = {w: max(b for _, b, _, v in fits if v == w) for *_, w in fits}  # fewer ranks per core move more
+        mine: dict = {}
+        bound = []
+        for link, bus, hop, world in fits:
+            if link and (bus >= LINK_BOUND[0] * link or top[world] > HOST_MARGIN * bus):
+                bound.append((link, min(1.0, bus / link), hop))
+            else:
+                if bus < mine.get("host_bit_s", math.inf):  # the slowest host fit, with its own latency
+                    mine["host_bit_s"], mine["host_hop_latency_s"] = bus, hop
+                mine.setdefault("hop_latency_s", hop)
         if bound:
             _, mine["efficiency"], mine["hop_latency_s"] = min(bound)
         if mine:
@@ -197,3 +221,57 @@ def format_rate(bit_s: float) -> str:
         if bit_s >= scale:
             return f"{bit_s / scale:.3g} {unit}"
     return f"{bit_s:.3g} bit/s" if not math.isinf(bit_s) else "inf"
+
+
+@dataclass
+class SharedNics:
+    """Nodes of `ranks_per_node` ranks behind one NIC each, collectives as gloo runs them: one flat
+    ring over a group's ranks in rank order (no hierarchy). A ring that spans nodes crosses each
+    node's NIC on one edge per direction; every edge carries busbw_factor x the bytes, and the ring
+    moves at its slowest edge: the NIC, shared by the groups that run side by side on the node
+    (HSDP's replicate groups: one per local rank). A group inside one node runs on `intra` (on the
+    testbed: loopback, its speed the host's). This is the emulated testbed's network (and any
+    cluster with one NIC per node and flat rings); network.Topology is NCCL's hierarchical one."""
+    ranks_per_node: int
+    intra: Link
+    inter: Link
+    hosts_shared: int = 1  # nodes whose intra-node groups share one host's CPUs (testbed: all of them)
+    # A token-bucket shaper on each NIC (tc tbf on the testbed, burst credits of cloud instances):
+    # its bucket holds max(burst_bytes, burst_s of traffic); after an idle gap that much passes at once.
+    burst_bytes: float = 0.0
+    burst_s: float = 0.0
+
+    def group(self, size: int, stride: int = 1) -> Group:
+        per_node = min(size, self.ranks_per_node) if stride == 1 else max(1, self.ranks_per_node // stride)
+        return Group(size, per_node if size % per_node == 0 else 1)
+
+    def burst(self) -> float:
+        return max(self.burst_bytes, self.inter.rate_bit_s / 8 * self.burst_s)
+
+    def nic_bytes(self, op: str, num_bytes: float, group: Group) -> float:
+        """Bytes the op puts on one direction of a node's NIC: one ring edge per group beside it."""
+        if group.size <= 1 or group.nodes <= 1:
+            return 0.0
+        return busbw_factor(op, group.size) * num_bytes * max(1, self.ranks_per_node // group.per_node)
+
+    def op_cost(self, op: str, num_bytes: float, group: Group, credit_bytes: float = 0.0) -> Cost:
+        """credit_bytes: what the NIC's token bucket holds when the op starts (replay.replay_serial
+        knows the idle gaps); the op's first bytes up to it pass at once."""
+        n = group.size
+        if n <= 1:
+            return Cost(0.0)
+        edge = busbw_factor(op, n) * num_bytes
+        if group.nodes <= 1:
+            # loopback moves bytes with the host's CPUs: groups of nodes on one host split them
+            t = self.intra.collective_time(op, num_bytes, n) * self.hosts_shared
+            return Cost(t, edge, 0.0, "ring", t)
+        on_nic = self.nic_bytes(op, num_bytes, group)
+        t = self.inter.time_for(op, max(0.0, on_nic - credit_bytes), on_nic, hops(op, n))
+        return Cost(t, 0.0, edge, "ring", 0.0)
+
+    def at_rate(self, rate_bit_s: float) -> "SharedNics":
+        return replace(self, inter=self.inter.at_rate(rate_bit_s))
+
+    @property
+    def rate_bit_s(self) -> float:
+        return self.inter.rate_bit_s

@@ -9,6 +9,10 @@ is issued when the current unit starts (FSDP's prefetch), a unit's reduce-scatte
 backward ends, HSDP's all-reduce across replicas when that reduce-scatter is done. Collectives
 share each GPU's links: one at a time, in the order they are issued.
 
+Sharded runs on gloo (CPU) are replayed serially instead (serial.py): FSDP issues every gloo
+collective on the training thread and waits for it, so nothing overlaps and the step is its compute
+plus each op in turn, whatever the prefetch would allow on a GPU.
+
 Either way compute is what was measured, less the waits the run itself had; only communication
 is replaced, by the target network's cost (`net.op_cost`: a flat costmodel.Link or a
 network.Topology).
@@ -33,8 +37,11 @@ def _result(tl: dict, comm_ms: float, exposed: float, intra_ms: float, inter_ms:
             "intra_bytes": intra_b, "inter_bytes": inter_b, **(extra or {})}
 
 
-def replay_buckets(tl: dict, world: int, net) -> dict:
+def replay_buckets(tl: dict, world: int, net, overhead_ms: float = 0.0) -> dict:
+    """overhead_ms: what each bucket's all-reduce costs in training beyond the network's alpha-beta
+    time (`bucket_overhead_ms`, measured on a run: waking gloo's threads on busy cores)."""
     group = net.group(world)
+    ops_ms = {"all_reduce_ms": 0.0}
     done, first = -math.inf, None
     tiers = [0.0, 0.0, 0.0, 0.0]
     for b in sorted(tl["buckets"], key=lambda b: (b.get("index", 0), b["ready_ms"])):
@@ -42,11 +49,33 @@ def replay_buckets(tl: dict, world: int, net) -> dict:
         start = max(b.get("ready_max_ms", b["ready_ms"]), done)
         first = start if first is None else first
         cost = net.op_cost("all_reduce", b["sent_bytes"], group)
-        done = start + cost.time_s * 1e3
+        done = start + cost.time_s * 1e3 + overhead_ms
         _add(tiers, cost)
+        ops_ms["all_reduce_ms"] += cost.time_s * 1e3 + overhead_ms
     if first is None:
         done = first = tl["compute_end_ms"]
-    return _result(tl, done - first, max(0.0, done - tl["compute_end_ms"]), *tiers)
+    # the rank that had its buckets ready last waits for nobody: its exposed comm is the network's alone
+    last_ready = max((b.get("ready_max_ms", b["ready_ms"]) for b in tl["buckets"]), default=tl["compute_end_ms"])
+    exposed_last = max(0.0, done - max(last_ready, tl["compute_end_ms"]))
+    ops_ms.update(exposed_last_ready_ms=exposed_last,
+                  step_last_ready_ms=tl["step_ms"] - tl.get("exposed_ms", 0.0) + exposed_last)
+    return _result(tl, done - first, max(0.0, done - tl["compute_end_ms"]), *tiers, ops_ms)
+
+
+def bucket_overhead_ms(timelines: list[dict], world: int, net) -> float:
+    """The median time a measured bucket took beyond `net`'s cost for it, from when it could start
+    (every rank had it ready and the bucket before it was done) to its completion. A sweep times
+    collectives back to back, with gloo's threads awake; in training each bucket wakes them on
+    cores that backward keeps busy, which costs a scheduler's time slice on a loaded machine."""
+    extra = []
+    for tl in timelines:
+        group, done = net.group(world), -math.inf
+        for b in sorted(tl.get("buckets", []), key=lambda b: (b.get("index", 0), b["ready_ms"])):
+            start = max(b.get("ready_max_ms", b["ready_ms"]), done)
+            cost = net.op_cost("all_reduce", b["sent_bytes"], group).time_s * 1e3
+            extra.append(b["done_ms"] - start - cost)
+            done = b["done_ms"]
+    return max(0.0, statistics.median(extra)) if extra else 0.0
 
 
 def _add(tiers: list, cost) -> None:
@@ -65,6 +94,7 @@ class _Channel:
         self.free, self.first, self.last, self.seq = 0.0, math.inf, -math.inf, 0
         self.done: dict = {}
         self.tiers = [0.0, 0.0, 0.0, 0.0]
+        self.ops_ms: dict = {}  # "<op>_ms": the op's calls' summed time, as a run reports it
         self.followers: dict = {}  # op index -> ops issued when it completes
 
     def issue(self, i: int, at: float) -> None:
@@ -82,6 +112,7 @@ class _Channel:
             self.free = self.done[i] = start + cost.time_s * 1e3
             self.first, self.last = min(self.first, start), max(self.last, self.free)
             _add(self.tiers, cost)
+            self.ops_ms[f"{op['op']}_ms"] = self.ops_ms.get(f"{op['op']}_ms", 0.0) + cost.time_s * 1e3
             for j in self.followers.get(i, ()):
                 self.issue(j, self.free)
 
@@ -194,34 +225,45 @@ def replay_sharded(tl: dict, net, groups: dict, scale: dict | None = None) -> di
     comm = ch.last - ch.first if ch.done else 0.0
     return _result(tl, comm, exposed["forward"] + exposed["backward"], *ch.tiers,
                    {"exposed_forward_ms": exposed["forward"], "exposed_backward_ms": exposed["backward"],
-                    "units": len(win)})
+                    "units": len(win), **ch.ops_ms})
 
 
-def replay_step(tl: dict, world: int, net, shard_size: int | None = None) -> dict:
-    """One timeline at `world` ranks on `net`. Sharded timelines keep their strategy: FSDP shards
-    over the world, HSDP over `shard_size` (default: the measured one)."""
-    if "ops" not in tl:
-        return replay_buckets(tl, world, net)
+def _groups(tl: dict, world: int, net, shard_size: int | None) -> tuple[dict, dict]:
     measured = {op["group"]: op["group_size"] for op in tl["ops"]}
     shard = (shard_size or measured.get("shard", world)) if tl.get("strategy") == "hsdp" else world
     groups = {"shard": net.group(shard), "replicate": net.group(world // shard, stride=shard)}
-    scale = {"replicate": measured.get("shard", shard) / shard}
+    return groups, {"replicate": measured.get("shard", shard) / shard}
+
+
+def replay_step(tl: dict, world: int, net, shard_size: int | None = None, serial: bool = False,
+                overhead_ms=0.0, floor_ms: dict | None = None) -> dict:
+    """One timeline at `world` ranks on `net`. Sharded timelines keep their strategy: FSDP shards
+    over the world, HSDP over `shard_size` (default: the measured one); `serial`: their collectives
+    block compute (`synchronous(summary)`), as on gloo. overhead_ms: per DDP bucket (a number,
+    `bucket_overhead_ms`) or per serial sharded call ({(op, group): ms}, `call_overhead_ms`)."""
+    if "ops" not in tl:
+        return replay_buckets(tl, world, net, overhead_ms or 0.0)
+    groups, scale = _groups(tl, world, net, shard_size)
+    if serial:
+        from train.comm.plan.serial import replay_serial  # serial.py builds on this module's helpers
+        return replay_serial(tl, net, groups, scale, overhead_ms or None, floor_ms)
     return replay_sharded(tl, net, groups, scale)
 
 
-def predict(timelines: list[dict], world: int, net, shard_size: int | None = None) -> dict:
-    """Medians over the sampled steps."""
-    steps = [replay_step(tl, world, net, shard_size) for tl in timelines]
-    return {k: statistics.median(s[k] for s in steps) for k in steps[0]}
+def predict(timelines: list[dict], world: int, net, shard_size: int | None = None, serial: bool = False,
+            overhead_ms=0.0, floor_ms: dict | None = None) -> dict:
+    """Medians over the sampled steps (a figure a step lacks, such as an op it did not run, counts 0)."""
+    steps = [replay_step(tl, world, net, shard_size, serial, overhead_ms, floor_ms) for tl in timelines]
+    return {k: statistics.median(s.get(k, 0.0) for s in steps) for k in {k for s in steps for k in s}}
 
 
 def required_rate(timelines: list[dict], world: int, net, target: float, lo: float = 1e6, hi: float = 1e15,
-                  shard_size: int | None = None) -> float | None:
+                  shard_size: int | None = None, serial: bool = False) -> float | None:
     """Smallest rate (bit/s) whose exposed comm is <= target x step; None if even `hi` misses it
     (then latency, the host's ceiling or the intra-node link, not the NIC, is the limit).
     Exposed comm never grows with the rate, so a bisection on the log of the rate finds the edge."""
     def meets(rate: float) -> bool:
-        return predict(timelines, world, net.at_rate(rate), shard_size)["exposed_pct"] <= 100 * target
+        return predict(timelines, world, net.at_rate(rate), shard_size, serial)["exposed_pct"] <= 100 * target
     if not meets(hi):
         return None
     if meets(lo):

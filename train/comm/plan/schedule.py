@@ -78,3 +78,28 @@ def sharded_timeline(strategy: str, unit_bytes: list[float], unit_forward_ms: li
             "optimizer_ms": optimizer_ms, "compute_end_ms": compute_end, "exposed_ms": 0.0,
             "exposed_forward_ms": 0.0, "exposed_backward_ms": 0.0, "ops": ops,
             "units": [units[u] for u in sorted(units)]}
+
+
+# Optimizer state per parameter tensor: (tensors of the parameter's local shape, bytes of scalars).
+# torch keeps a float32 `step` tensor per parameter for Adam, AdamW and RMSprop; SGD has none.
+def _optimizer_states(name: str, momentum: float) -> tuple[int, int]:
+    if name in ("adam", "adamw"):
+        return 2, 4                       # exp_avg, exp_avg_sq
+    if name == "rmsprop":
+        return 1 + (momentum > 0), 4      # square_avg (+ momentum_buffer)
+    return (1 if momentum > 0 else 0), 0  # sgd: momentum_buffer
+
+
+def held_bytes(shapes: list[tuple[int, ...]], shard: int, elem_bytes: int = 4, optimizer: str = "adamw",
+               momentum: float = 0.9) -> dict:
+    """Bytes of parameters, gradients and optimizer state one rank holds, exactly, for parameter
+    `shapes` sharded over `shard` ranks as FSDP2 shards them: dim 0 split in chunks of
+    ceil(dim0 / shard) rows, every rank's padded to that size (rank 0 always holds a full chunk;
+    shard=1: unsharded, DDP). Gradients take their parameters' local shapes."""
+    numel = 0
+    for s in shapes:
+        rows = math.ceil(s[0] / shard) if s else 1
+        numel += rows * math.prod(s[1:]) if s else 1
+    tensors, scalars = _optimizer_states(optimizer, momentum)
+    return {"param_bytes": numel * elem_bytes, "grad_bytes": numel * elem_bytes,
+            "optim_bytes": tensors * numel * elem_bytes + scalars * len(shapes)}
