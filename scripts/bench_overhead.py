@@ -29,9 +29,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def relaunch(argv: list[str], nproc: int) -> int:
+def relaunch(argv: list[str], nproc: int, script: str = __file__) -> int:
+    """Run `script` with `argv` again under torchrun (nproc gloo ranks, one thread each)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", __file__, *argv]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", script, *argv]
     return subprocess.run(cmd, env=env, cwd=REPO).returncode
 
 
