@@ -33,10 +33,6 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
                   key=lambda p: p.name, reverse=True)
 
 
-def step_of(path: Path) -> int:
-    return int(re.search(r"step_(\d{8})", Path(path).name).group(1))
-
-
 def _barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

@@ -9,14 +9,13 @@ import contextlib
 import os
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from train import checkpoint, checkpoint_sharded
 from train.comm.measure.instrument import Instrumentation
-from train.comm.measure.sample import EvenSample
 from train.comm.measure.ranks import rank_figures
 from train.config import RunConfig, to_dict
 from train.data import Datasets, ShardedBatches
@@ -37,22 +36,12 @@ def now() -> float:
 
 @dataclass
 class History:
-    """What the summary needs from the whole run (rank-local unless said), bounded in memory."""
-    step_ms: EvenSample = field(default_factory=lambda: EvenSample(1024, first_step=0))
+    """What the summary needs from the whole run (rank-local unless said); step times are in the
+    instrumentation's bounded step history."""
     first_loss: float | None = None  # mean over ranks
     final_loss: float | None = None  # mean over ranks
     eval_loss: float | None = None
     steps_done: int = 0
-
-    def add_step(self, step: int, step_ms: float) -> None:
-        if self.step_ms.wants(step):
-            self.step_ms.add((step, step_ms))
-
-    def steady_step_ms(self, start_step: int) -> list[float]:
-        """Sampled step times without the first step, which pays one-off costs (allocation, DDP's
-        bucket rebuild)."""
-        times = [(s, ms) for s, ms in self.step_ms.kept]
-        return [ms for s, ms in times if s > start_step] or [ms for _, ms in times]
 
 
 class Trainer:
@@ -167,7 +156,6 @@ class Trainer:
         self.phase = f"step {step}: {self.step_phase}"
         loss, grad_norm, wall = self.run_step(step)
         self.window.append(self.comm.end_step(step, wall))
-        self.history.add_step(step, wall["step_ms"])
         is_last = step == t.steps - 1
         if step == self.start_step or (step + 1) % t.log_every == 0 or is_last or self.stop.requested:
             self.phase = f"step {step}: log-step all_gather of rank figures"
@@ -250,8 +238,7 @@ class Trainer:
 
     def summary(self) -> dict:
         h, t = self.history, self.cfg.train
-        steady = h.steady_step_ms(self.start_step)
-        step_ms = statistics.median(steady) if steady else None
+        step_ms = self.comm.steps.median("time/step_ms")  # steady steps: the first ones pay one-off costs
         items = t.batch_size * (self.data.spec.get("seq_len", 1) if self.model.unit == "tokens" else 1)
         out = {"world_size": self.ctx.world_size, "backend": self.ctx.backend, "device": str(self.ctx.device),
                "model": {"name": self.cfg.model.name, "flavor": self.cfg.model.flavor,

@@ -84,7 +84,7 @@ class Instrumentation:
     def _attach_wire(self) -> None:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         interfaces = choose_interfaces(self.cfg.nic, self.ctx.world_size, local)
-        self.wire = WireCounter(interfaces, self.ctx.world_size, ranks_on_link=local)
+        self.wire = WireCounter(interfaces, ranks_on_link=local)
         self.share = LinkShare(self.ctx.rank, self.ctx.world_size, local, self.shard_size,
                                loopback=interfaces == ["lo"], backend=self.ctx.backend)
 

@@ -1,4 +1,4 @@
-"""A bounded, evenly spread sample of per-step records (timelines, step times).
+"""A bounded, evenly spread sample of per-step records (the step timelines the planner replays).
 
 Building a timeline (a dict per bucket or op) every step would cost time on every step and
 memory growing with the run. Instead the caller asks `wants(step)` first: steps on the current

@@ -29,7 +29,7 @@ def choose_interfaces(requested: str, world_size: int, local_world_size: int) ->
 
 
 class WireCounter:
-    def __init__(self, interfaces: list[str], world_size: int, ranks_on_link: int):
+    def __init__(self, interfaces: list[str], ranks_on_link: int):
         self.interfaces = interfaces
         self.ranks_on_link = ranks_on_link
         self.last = self._read()
